@@ -1,0 +1,98 @@
+"""Builds torchcorr._C, the native ops, against the installed torch.
+
+    pip install --no-build-isolation -e .
+
+Environment:
+  TORCHCORR_CUDA=auto|0|1   CUDA kernels: auto (default) builds them when torch has CUDA and nvcc is
+                            found; 0 never; 1 always, failing clearly when impossible.
+  TORCHCORR_CPU_ARCH=native Value of -march for the CPU kernels ("" leaves the compiler default).
+  TORCH_CUDA_ARCH_LIST      GPU architectures; defaults to the visible GPU, else "8.0;9.0".
+  CUDA_HOME                 CUDA toolkit; defaults to the one that holds the nvcc on PATH.
+"""
+
+import glob
+import json
+import os
+import shutil
+
+from setuptools import find_packages, setup
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+
+
+def locate_cuda_home():
+    """The toolkit of the nvcc on PATH, else /usr/local/cuda: a folder holding the CUDA headers.
+
+    torch guesses /usr/local when nvcc is a wrapper script in /usr/local/bin, and then fails to link.
+    """
+    nvcc = shutil.which("nvcc")
+    candidates = [os.path.dirname(os.path.dirname(os.path.realpath(nvcc)))] if nvcc else []
+    for home in candidates + ["/usr/local/cuda"]:
+        if os.path.exists(os.path.join(home, "include", "cuda_runtime.h")):
+            return home
+    return None
+
+
+if not os.environ.get("CUDA_HOME") and locate_cuda_home():
+    os.environ["CUDA_HOME"] = locate_cuda_home()
+
+import torch  # noqa: E402  (CUDA_HOME must be set before cpp_extension reads it)
+from torch.utils import cpp_extension  # noqa: E402
+
+
+def cuda_wanted():
+    choice = os.environ.get("TORCHCORR_CUDA", "auto")
+    if choice not in ("auto", "0", "1"):
+        raise SystemExit(f"TORCHCORR_CUDA must be auto, 0 or 1, not {choice!r}")
+    nvcc = cpp_extension.CUDA_HOME and os.path.exists(os.path.join(cpp_extension.CUDA_HOME, "bin", "nvcc"))
+    problems = []
+    if torch.version.cuda is None:
+        problems.append(f"torch {torch.__version__} is a CPU-only build")
+    if not nvcc:
+        problems.append("nvcc was not found (put it on PATH or set CUDA_HOME)")
+    if choice == "1" and problems:
+        raise SystemExit("TORCHCORR_CUDA=1 asks for the CUDA kernels, but " + " and ".join(problems))
+    return choice != "0" and not problems
+
+
+def cuda_arch_list():
+    if not os.environ.get("TORCH_CUDA_ARCH_LIST") and not torch.cuda.is_available():
+        os.environ["TORCH_CUDA_ARCH_LIST"] = "8.0;9.0"
+    return os.environ.get("TORCH_CUDA_ARCH_LIST", "detected")
+
+
+def write_build_record(with_cuda, archs):
+    """What the library is built against, readable even when the library itself will not load."""
+    record = {"torch_version": torch.__version__, "cuda": with_cuda, "cuda_archs": archs if with_cuda else ""}
+    with open(os.path.join(ROOT, "torchcorr", "_build.json"), "w") as f:
+        json.dump(record, f, indent=1)
+
+
+def extension():
+    with_cuda = cuda_wanted()
+    archs = cuda_arch_list() if with_cuda else ""
+    write_build_record(with_cuda, archs)
+    sources = sorted(glob.glob("csrc/*.cpp") + glob.glob("csrc/cpu/*.cpp"))
+    march = os.environ.get("TORCHCORR_CPU_ARCH", "native")
+    cxx = ["-O3", "-fopenmp"] + ([f"-march={march}"] if march else [])
+    defines = [("TORCHCORR_TORCH_VERSION", f'"{torch.__version__}"')]
+    if not with_cuda:
+        return cpp_extension.CppExtension(
+            "torchcorr._C", sources, define_macros=defines,
+            extra_compile_args={"cxx": cxx}, extra_link_args=["-fopenmp"])
+    sources += sorted(glob.glob("csrc/cuda/*.cu") + glob.glob("csrc/cuda/*.cpp"))
+    defines += [("TORCHCORR_WITH_CUDA", None),
+                ("TORCHCORR_CUDA_VERSION", f'"{torch.version.cuda}"'),
+                ("TORCHCORR_CUDA_ARCHS", f'"{archs}"')]
+    nvcc = ["-O3", "--expt-relaxed-constexpr", "-lineinfo"]
+    return cpp_extension.CUDAExtension(
+        "torchcorr._C", sources, define_macros=defines,
+        extra_compile_args={"cxx": cxx, "nvcc": nvcc}, extra_link_args=["-fopenmp"])
+
+
+setup(
+    packages=find_packages(include=["torchcorr", "torchcorr.*"]),
+    package_data={"torchcorr": ["_build.json"]},
+    ext_modules=[extension()],
+    cmdclass={"build_ext": cpp_extension.BuildExtension},
+)

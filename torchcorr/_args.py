@@ -1,0 +1,148 @@
+"""Argument normalisation and checking shared by the native path and the reference.
+
+Both accept what F.conv2d accepts (4-D NCHW or 3-D unbatched input, int or pair stride/padding/dilation,
+padding='same'/'valid', groups, bias) plus the D2L form, a 2-D image with a 2-D kernel. `parse` turns
+all of that into one 4-D problem, raising a clear ValueError/TypeError/RuntimeError on bad input.
+"""
+
+from typing import NamedTuple, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+class Corr2dArgs(NamedTuple):
+    input: Tensor  # N x C x H x W (already padded on the right/bottom for an even 'same' kernel)
+    weight: Tensor  # K x C/groups x R x S
+    bias: Optional[Tensor]
+    stride: tuple
+    padding: tuple
+    dilation: tuple
+    groups: int
+    input_rank: int  # 4 (batched), 3 (unbatched) or 2 (the D2L form): the rank of the result
+
+
+def output_size(height, width, kernel_h, kernel_w, stride, padding, dilation):
+    """Output (rows, columns) of a correlation; works on SymInts too."""
+    rows = (height + 2 * padding[0] - dilation[0] * (kernel_h - 1) - 1) // stride[0] + 1
+    cols = (width + 2 * padding[1] - dilation[1] * (kernel_w - 1) - 1) // stride[1] + 1
+    return rows, cols
+
+
+def flip_kernel(weight):
+    """The kernel of a strict convolution, as a correlation sees it: flipped in both spatial dims."""
+    if isinstance(weight, Tensor) and weight.dim() >= 2:
+        return weight.flip(-2, -1)
+    return weight  # not a kernel: parse() will say what is wrong with it
+
+
+def restore_rank(output: Tensor, input_rank: int) -> Tensor:
+    """Undo the batching of a 3-D or 2-D input on the 4-D result."""
+    return output.reshape(output.shape[4 - input_rank:])
+
+
+def _is_int(value):
+    return isinstance(value, (int, torch.SymInt)) and not isinstance(value, bool)
+
+
+def _pair(op, name, value, minimum):
+    pair = (value, value) if _is_int(value) else value
+    if not isinstance(pair, (tuple, list, torch.Size)) or len(pair) != 2 or not all(_is_int(v) for v in pair):
+        raise TypeError(f"{op}: {name} must be an int or a pair of ints, got {value!r}")
+    if pair[0] < minimum or pair[1] < minimum:
+        kind = "non-negative" if minimum == 0 else "positive"
+        raise ValueError(f"{op}: {name} must be {kind}, got {value!r}")
+    return tuple(pair)
+
+
+def _check_tensor(op, name, tensor, like):
+    if not isinstance(tensor, Tensor):
+        raise TypeError(f"{op}: {name} must be a Tensor, got {type(tensor).__name__}")
+    if not tensor.is_floating_point():
+        raise TypeError(f"{op}: {name} must be a floating-point tensor (float32, float64, float16 or "
+                        f"bfloat16), got {tensor.dtype}")
+    if like is not None and tensor.dtype != like.dtype:
+        raise TypeError(f"{op}: {name} has dtype {tensor.dtype} but input has {like.dtype}")
+    if like is not None and tensor.device != like.device:
+        raise RuntimeError(f"{op}: {name} is on {tensor.device} but input is on {like.device}")
+
+
+def _batch(op, input, weight, bias):
+    """Bring input and weight to 4-D; returns (input, weight, rank of the original input)."""
+    rank = input.dim()
+    if rank == 2:
+        if weight.dim() != 2:
+            raise ValueError(f"{op}: a 2-D input (H, W) takes a 2-D kernel (kh, kw), got a weight of "
+                             f"shape {tuple(weight.shape)}")
+        if bias is not None and bias.shape != (1,):
+            raise ValueError(f"{op}: a 2-D input takes a bias of shape (1,), got {tuple(bias.shape)}")
+        return input[None, None], weight[None, None], rank
+    if rank not in (3, 4):
+        raise ValueError(f"{op}: expected a 4-D (N, C, H, W), 3-D (C, H, W) or 2-D (H, W) input, got "
+                         f"shape {tuple(input.shape)}")
+    if weight.dim() != 4:
+        raise ValueError(f"{op}: expected a 4-D weight (out_channels, in_channels/groups, kh, kw) for a "
+                         f"{rank}-D input, got shape {tuple(weight.shape)}")
+    return (input if rank == 4 else input[None]), weight, rank
+
+
+def _same_padding(op, input, weight, stride, dilation):
+    """padding='same' as torch does it: half on each side, the odd extra pixel on the right/bottom."""
+    if stride != (1, 1):
+        raise ValueError(f"{op}: padding='same' is not supported for strided correlations "
+                         f"(stride={stride})")
+    totals = [dilation[i] * (weight.shape[2 + i] - 1) for i in range(2)]
+    padding = (totals[0] // 2, totals[1] // 2)
+    extra_h, extra_w = totals[0] - 2 * padding[0], totals[1] - 2 * padding[1]
+    if extra_h or extra_w:
+        input = F.pad(input, (0, extra_w, 0, extra_h))
+    return input, padding
+
+
+def parse(op, input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1) -> Corr2dArgs:
+    _check_tensor(op, "input", input, None)
+    _check_tensor(op, "weight", weight, input)
+    if bias is not None:
+        _check_tensor(op, "bias", bias, input)
+    input, weight, rank = _batch(op, input, weight, bias)
+    stride = _pair(op, "stride", stride, 1)
+    dilation = _pair(op, "dilation", dilation, 1)
+    if not _is_int(groups):
+        raise TypeError(f"{op}: groups must be an int, got {groups!r}")
+    if groups < 1:
+        raise ValueError(f"{op}: groups must be positive, got {groups}")
+
+    channels, out_channels = input.shape[1], weight.shape[0]
+    if channels % groups != 0:
+        raise ValueError(f"{op}: input channels ({channels}) must be divisible by groups ({groups})")
+    if out_channels % groups != 0:
+        raise ValueError(f"{op}: output channels ({out_channels}) must be divisible by groups ({groups})")
+    if weight.shape[1] * groups != channels:
+        raise ValueError(f"{op}: weight of shape {tuple(weight.shape)} expects {weight.shape[1] * groups} "
+                         f"input channels ({weight.shape[1]} per group x {groups} groups), but the input "
+                         f"has {channels}")
+    if weight.shape[2] < 1 or weight.shape[3] < 1:
+        raise ValueError(f"{op}: kernel must be at least 1x1, got weight of shape {tuple(weight.shape)}")
+    if bias is not None and bias.shape != (out_channels,):
+        raise ValueError(f"{op}: bias must have shape ({out_channels},), one value per output channel, "
+                         f"got {tuple(bias.shape)}")
+
+    if isinstance(padding, str):
+        if padding == "valid":
+            padding = (0, 0)
+        elif padding == "same":
+            input, padding = _same_padding(op, input, weight, stride, dilation)
+        else:
+            raise ValueError(f"{op}: padding must be 'same', 'valid', an int or a pair of ints, got "
+                             f"{padding!r}")
+    else:
+        padding = _pair(op, "padding", padding, 0)
+
+    for i, side in enumerate(("height", "width")):
+        span = dilation[i] * (weight.shape[2 + i] - 1) + 1
+        padded = input.shape[2 + i] + 2 * padding[i]
+        if span > padded:
+            raise ValueError(f"{op}: kernel {side} {weight.shape[2 + i]} (spanning {span} with dilation "
+                             f"{dilation[i]}) is larger than the padded input {side} {padded}")
+    return Corr2dArgs(input, weight, bias, stride, padding, dilation, groups, rank)

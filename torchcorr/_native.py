@@ -1,0 +1,56 @@
+"""Loads the native library torchcorr._C, or explains in plain words why it could not."""
+
+import json
+import os
+import warnings
+
+import torch
+
+_BUILD_RECORD = os.path.join(os.path.dirname(__file__), "_build.json")
+REBUILD_COMMAND = "pip install --no-build-isolation --no-deps --force-reinstall -e ."
+
+
+def _built_against():
+    try:
+        with open(_BUILD_RECORD) as f:
+            return json.load(f).get("torch_version", "unknown")
+    except (OSError, ValueError):
+        return "unknown (no build record: the library was probably never built)"
+
+
+def _load():
+    try:
+        from torchcorr import _C  # registers the torchcorr ops with the dispatcher
+    except (ImportError, OSError) as error:
+        message = (
+            f"torchcorr: the native library could not be loaded ({error}). "
+            f"It was built against torch {_built_against()}, and torch {torch.__version__} is running. "
+            f"Rebuild it from the torchcorr source folder with `{REBUILD_COMMAND}`. "
+            "Until then torchcorr uses its pure-PyTorch reference, which is correct but slow."
+        )
+        return None, message
+    return _C, None
+
+
+library, load_error = _load()
+if load_error is not None:
+    warnings.warn(load_error, RuntimeWarning, stacklevel=2)
+
+
+def native_available(device="cpu") -> bool:
+    """True when torchcorr's own kernels run on tensors of this device ("cpu", "cuda", ...)."""
+    if library is None:
+        return False
+    device_type = torch.device(device).type
+    if device_type == "meta":
+        return True
+    dispatch_key = {"cpu": "CPU", "cuda": "CUDA"}.get(device_type)
+    return dispatch_key is not None and torch._C._dispatch_has_kernel_for_dispatch_key(
+        "torchcorr::corr2d_forward", dispatch_key)
+
+
+def build_info() -> dict:
+    """How the native library was built: torch version, CUDA and its archs, OpenMP, SIMD level."""
+    if library is None:
+        return {"native": False, "error": load_error, "torch_version": _built_against()}
+    return {"native": True, **library.build_info()}
