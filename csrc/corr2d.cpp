@@ -4,6 +4,8 @@
 //   corr2d_forward(x, w, b)         y  = corr(x, w) + b
 //   corr2d_input_grad(gy, w, HW)    gx = the adjoint of corr(., w) applied to gy
 //   corr2d_weight_grad(gy, x, RS)   gw = the adjoint of corr(x, .) applied to gy
+// and corr2d_bias_grad(gy) = gy summed over everything but channels, in a fixed order (torch's own
+// sum splits by thread count, so its bits would depend on torch.set_num_threads).
 #include "corr2d.h"
 
 #include <torch/library.h>
@@ -131,6 +133,10 @@ Corr2dProblem check_weight_grad(const char* op, const at::Tensor& grad_output, c
   return p;
 }
 
+void check_bias_grad(const char* op, const at::Tensor& grad_output) {
+  check_tensor(op, "grad_output", grad_output, 4, grad_output);
+}
+
 at::ScalarType compute_dtype(at::ScalarType dtype) {
   return (dtype == at::kHalf || dtype == at::kBFloat16) ? at::kFloat : dtype;
 }
@@ -146,6 +152,7 @@ TORCH_LIBRARY(torchcorr, m) {
   m.def("corr2d_weight_grad(Tensor grad_output, Tensor input, SymInt[2] weight_size, int[2] stride, "
         "int[2] padding, int[2] dilation, int groups) -> Tensor",
         tags);
+  m.def("corr2d_bias_grad(Tensor grad_output) -> Tensor", tags);
 }
 
 }  // namespace torchcorr

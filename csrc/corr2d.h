@@ -49,6 +49,7 @@ Corr2dProblem check_input_grad(const char* op, const at::Tensor& grad_output, co
 Corr2dProblem check_weight_grad(const char* op, const at::Tensor& grad_output, const at::Tensor& input,
                                 at::IntArrayRef weight_size, at::IntArrayRef stride,
                                 at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups);
+void check_bias_grad(const char* op, const at::Tensor& grad_output);
 
 // Kernels compute in float for float16/bfloat16 (and in the tensor's own type otherwise).
 at::ScalarType compute_dtype(at::ScalarType dtype);

@@ -7,7 +7,8 @@ Each op is linear in each tensor argument, and the derivatives of each are the o
     gx = input_grad(gy, w)              g_gy = forward(ggx, w)              g_w = weight_grad(gy, ggx)
     gw = weight_grad(gy, x)             g_gy = forward(x, ggw)              g_x = input_grad(gy, ggw)
 
-so gradients of any order come from the same three kernels.
+so gradients of any order come from the same three kernels. The bias gradient, gb = bias_grad(gy), is a
+sum over batch and pixels (ours: in a fixed order, unlike torch's); its derivative broadcasts g back.
 """
 
 import torch
@@ -34,6 +35,11 @@ def _weight_grad_fake(grad_output, input, weight_size, stride, padding, dilation
     return grad_output.new_empty((grad_output.shape[1], input.shape[1] // groups, *weight_size))
 
 
+@torch.library.register_fake("torchcorr::corr2d_bias_grad")
+def _bias_grad_fake(grad_output):
+    return grad_output.new_empty((grad_output.shape[1],))
+
+
 def _save(ctx, first, second, config):
     ctx.save_for_backward(first, second)
     ctx.config = config  # (stride, padding, dilation, groups)
@@ -50,7 +56,7 @@ def _forward_backward(ctx, grad):
     need_input, need_weight, need_bias = ctx.needs_input_grad[:3]
     grad_input = ops.corr2d_input_grad(grad, weight, input.shape[2:], *ctx.config) if need_input else None
     grad_weight = ops.corr2d_weight_grad(grad, input, weight.shape[2:], *ctx.config) if need_weight else None
-    grad_bias = grad.sum((0, 2, 3)) if ctx.has_bias and need_bias else None
+    grad_bias = ops.corr2d_bias_grad(grad) if ctx.has_bias and need_bias else None
     return grad_input, grad_weight, grad_bias, None, None, None, None
 
 
@@ -80,8 +86,17 @@ def _weight_grad_backward(ctx, grad):
     return d_grad_output, d_input, None, None, None, None, None
 
 
+def _bias_grad_setup(ctx, inputs, output):
+    ctx.grad_output_shape = inputs[0].shape
+
+
+def _bias_grad_backward(ctx, grad):
+    return grad.reshape(1, -1, 1, 1).expand(ctx.grad_output_shape)
+
+
 torch.library.register_autograd("torchcorr::corr2d_forward", _forward_backward, setup_context=_forward_setup)
 torch.library.register_autograd("torchcorr::corr2d_input_grad", _input_grad_backward,
                                 setup_context=_input_grad_setup)
 torch.library.register_autograd("torchcorr::corr2d_weight_grad", _weight_grad_backward,
                                 setup_context=_weight_grad_setup)
+torch.library.register_autograd("torchcorr::corr2d_bias_grad", _bias_grad_backward, setup_context=_bias_grad_setup)

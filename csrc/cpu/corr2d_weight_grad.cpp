@@ -8,6 +8,8 @@
 // for any thread count. The innermost loop is a dot product of a gy row with a row of x.
 // Memory: each task reads its chunk of one gy plane and one x plane; the partials take
 // chunks * K * Cg * R * S values.
+//
+// The bias gradient gb[k] = sum_{n,p,q} gy[n,k,p,q] is the same kind of reduction, split the same way.
 #include "cpu_kernel_utils.h"
 
 #include <ATen/Dispatch.h>
@@ -72,6 +74,38 @@ void weight_grad_kernel(const Corr2dProblem& p, const T* gy, const T* x, T* gw) 
   });
 }
 
+template <typename T>
+void bias_grad_kernel(int64_t N, int64_t K, int64_t pixels, const T* gy, T* gb) {
+  const int64_t chunk = std::max<int64_t>(1, kMinWorkPerThread);  // pixels a task sums
+  const int64_t chunks_per_plane = std::max<int64_t>(1, div_up(pixels, chunk));
+  const int64_t chunks = N * chunks_per_plane;
+  std::vector<T> partials(chunks * K);
+  parallel_tasks(chunks * K, chunk, [&](int64_t task) {
+    const int64_t k = task % K, plane_chunk = task / K;
+    const int64_t n = plane_chunk / chunks_per_plane, begin = (plane_chunk % chunks_per_plane) * chunk;
+    const T* values = gy + (n * K + k) * pixels;
+    T sum = 0;
+    for (int64_t i = begin; i < std::min(pixels, begin + chunk); ++i) sum += values[i];
+    partials[plane_chunk * K + k] = sum;
+  });
+  for (int64_t k = 0; k < K; ++k) {
+    T sum = 0;
+    for (int64_t c = 0; c < chunks; ++c) sum += partials[c * K + k];
+    gb[k] = sum;
+  }
+}
+
+at::Tensor corr2d_bias_grad_cpu(const at::Tensor& grad_output) {
+  check_bias_grad("torchcorr.corr2d_bias_grad", grad_output);
+  const auto gy = to_compute(grad_output);
+  auto gb = at::empty({gy.size(1)}, gy.options());
+  AT_DISPATCH_FLOATING_TYPES(gy.scalar_type(), "corr2d_bias_grad_cpu", [&] {
+    bias_grad_kernel<scalar_t>(gy.size(0), gy.size(1), gy.size(2) * gy.size(3), gy.const_data_ptr<scalar_t>(),
+                               gb.mutable_data_ptr<scalar_t>());
+  });
+  return gb.to(grad_output.scalar_type());
+}
+
 at::Tensor corr2d_weight_grad_cpu(const at::Tensor& grad_output, const at::Tensor& input,
                                   at::IntArrayRef weight_size, at::IntArrayRef stride,
                                   at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups) {
@@ -90,6 +124,7 @@ at::Tensor corr2d_weight_grad_cpu(const at::Tensor& grad_output, const at::Tenso
 
 TORCH_LIBRARY_IMPL(torchcorr, CPU, m) {
   m.impl("corr2d_weight_grad", TORCH_FN(corr2d_weight_grad_cpu));
+  m.impl("corr2d_bias_grad", TORCH_FN(corr2d_bias_grad_cpu));
 }
 
 }  // namespace torchcorr::cpu

@@ -1,0 +1,203 @@
+"""torchcorr.corr2d / conv2d against F.conv2d: forward and every gradient, over random problems."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import torchcorr
+from torchcorr import reference
+
+from conftest import Problem, assert_matches, oracle, random_problem
+
+SEEDS = range(150)
+
+
+def gradients(fn, x, w, b, grad_output, **config):
+    """(y, gx, gw, gb) of fn, with the gradients of <y, grad_output>."""
+    leaves = [t.detach().requires_grad_() for t in (x, w) + ((b,) if b is not None else ())]
+    y = fn(*leaves[:2], leaves[2] if b is not None else None, **config)
+    grads = torch.autograd.grad(y, leaves, grad_output.to(y.dtype)) if y.numel() else [torch.zeros_like(t) for t in leaves]
+    return (y, *grads)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("seed", SEEDS)
+def test_matches_conv2d_with_gradients(seed, dtype):
+    problem = random_problem(seed)
+    generator = torch.Generator().manual_seed(seed)
+    x, w, b = problem.tensors(dtype, generator=generator)
+    y_ref = oracle(x, w, b, **problem.config())
+    grad_output = torch.randn(y_ref.shape, dtype=torch.float64, generator=generator)
+    expected = gradients(oracle, x.double(), w.double(), None if b is None else b.double(), grad_output,
+                         **problem.config())
+    actual = gradients(torchcorr.corr2d, x, w, b, grad_output, **problem.config())
+    for got, want in zip(actual, expected):
+        assert got.dtype == dtype
+        assert_matches(got, want, dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("seed", range(0, 150, 5))
+def test_half_precision_accumulates_in_float(seed, dtype):
+    problem = random_problem(seed)
+    generator = torch.Generator().manual_seed(seed)
+    x, w, b = problem.tensors(dtype, generator=generator)
+    y_ref = oracle(x, w, b, **problem.config())
+    grad_output = torch.randn(y_ref.shape, dtype=torch.float64, generator=generator).to(dtype)
+    # The oracle sees exactly the rounded operands, so only accumulation and the final rounding differ.
+    expected = gradients(oracle, x.double(), w.double(), None if b is None else b.double(),
+                         grad_output.double(), **problem.config())
+    actual = gradients(torchcorr.corr2d, x, w, b, grad_output, **problem.config())
+    for got, want in zip(actual, expected):
+        assert got.dtype == dtype
+        assert_matches(got, want, dtype)
+
+
+@pytest.mark.parametrize("seed", range(0, 150, 3))
+def test_reference_matches_conv2d(seed):
+    problem = random_problem(seed)
+    generator = torch.Generator().manual_seed(seed)
+    x, w, b = problem.tensors(torch.float64, generator=generator)
+    grad_output = torch.randn(oracle(x, w, b, **problem.config()).shape, dtype=torch.float64, generator=generator)
+    expected = gradients(oracle, x, w, b, grad_output, **problem.config())
+    actual = gradients(reference.corr2d, x, w, b, grad_output, **problem.config())
+    for got, want in zip(actual, expected):
+        assert_matches(got, want, torch.float64)
+
+
+def test_long_accumulations_stay_accurate_in_float32(generator):
+    """3x3 over 256 channels: 2304 terms a sum."""
+    x = torch.randn(2, 256, 12, 12, generator=generator)
+    w = torch.randn(8, 256, 3, 3, generator=generator)
+    got = torchcorr.corr2d(x, w, padding=1)
+    want = oracle(x, w, None, padding=1)
+    assert ((got.double() - want).norm() / want.norm()).item() < 1e-6
+
+
+# Layouts: torchcorr must read any strides correctly and leave its inputs untouched.
+
+def layouts(x, w):
+    yield "contiguous", x, w
+    yield "channels_last", x.contiguous(memory_format=torch.channels_last), w.contiguous(memory_format=torch.channels_last)
+    wide_x = torch.cat([x, x], dim=3)[..., ::2]  # every other column of a wider tensor
+    yield "strided", wide_x, w.transpose(2, 3).contiguous().transpose(2, 3)
+    yield "transposed", x.transpose(2, 3).contiguous().transpose(2, 3), w.flip(0).flip(0)
+    yield "expanded", x[:1].expand_as(x), w
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last", "strided", "transposed", "expanded"])
+def test_any_input_strides(layout, generator):
+    x = torch.randn(3, 4, 9, 11, dtype=torch.float64, generator=generator)
+    w = torch.randn(6, 2, 3, 2, dtype=torch.float64, generator=generator)
+    b = torch.randn(6, dtype=torch.float64, generator=generator)
+    _, x_view, w_view = next(item for item in layouts(x, w) if item[0] == layout)
+    config = dict(stride=(2, 1), padding=1, groups=2)
+    grad_output = torch.randn(oracle(x_view, w_view, b, **config).shape, dtype=torch.float64, generator=generator)
+    before = (x_view.clone(), w_view.clone(), b.clone())
+    actual = gradients(torchcorr.corr2d, x_view, w_view, b, grad_output, **config)
+    expected = gradients(oracle, x_view, w_view, b, grad_output, **config)
+    for got, want in zip(actual, expected):
+        assert_matches(got, want, torch.float64)
+    for after, original in zip((x_view, w_view, b), before):
+        assert torch.equal(after, original)
+
+
+@pytest.mark.parametrize("padding", ["same", "valid"])
+@pytest.mark.parametrize("kernel", [(1, 1), (2, 2), (3, 4), (4, 5), (5, 3)])
+@pytest.mark.parametrize("dilation", [1, (2, 3)])
+def test_string_padding(padding, kernel, dilation, generator):
+    x = torch.randn(2, 3, 13, 14, dtype=torch.float64, generator=generator)
+    w = torch.randn(4, 3, *kernel, dtype=torch.float64, generator=generator)
+    grad_output = torch.randn(F.conv2d(x, w, padding=padding, dilation=dilation).shape, dtype=torch.float64,
+                              generator=generator)
+    actual = gradients(torchcorr.corr2d, x, w, None, grad_output, padding=padding, dilation=dilation)
+    expected = gradients(F.conv2d, x, w, None, grad_output, padding=padding, dilation=dilation)
+    if padding == "same":
+        assert actual[0].shape == x.shape[:1] + (4,) + x.shape[2:]
+    for got, want in zip(actual, expected):
+        assert_matches(got, want, torch.float64)
+
+
+def test_unbatched_input_gives_unbatched_output(generator):
+    x = torch.randn(3, 10, 12, dtype=torch.float64, generator=generator)
+    w = torch.randn(5, 3, 3, 3, dtype=torch.float64, generator=generator)
+    b = torch.randn(5, dtype=torch.float64, generator=generator)
+    got = torchcorr.corr2d(x, w, b, padding=1)
+    assert got.shape == (5, 10, 12)
+    assert_matches(got, F.conv2d(x, w, b, padding=1), torch.float64)
+
+
+def test_d2l_form_with_bias(generator):
+    x = torch.randn(7, 9, dtype=torch.float64, generator=generator)
+    k = torch.randn(2, 3, dtype=torch.float64, generator=generator)
+    b = torch.randn(1, dtype=torch.float64, generator=generator)
+    got = torchcorr.corr2d(x, k, b, padding=(1, 0))
+    assert got.shape == (8, 7)
+    assert_matches(got, F.conv2d(x[None, None], k[None, None], b, padding=(1, 0))[0, 0], torch.float64)
+
+
+@pytest.mark.parametrize("groups", [1, 2])
+def test_empty_batch(groups):
+    x = torch.randn(0, 4, 8, 8, requires_grad=True)
+    w = torch.randn(6, 4 // groups, 3, 3, requires_grad=True)
+    b = torch.randn(6, requires_grad=True)
+    y = torchcorr.corr2d(x, w, b, groups=groups)
+    assert y.shape == (0, 6, 6, 6)
+    y.sum().backward()
+    assert x.grad.shape == x.shape
+    assert torch.equal(w.grad, torch.zeros_like(w))
+    assert torch.equal(b.grad, torch.zeros_like(b))
+
+
+def test_conv2d_is_flipped_correlation(generator):
+    problem = Problem(2, 4, 11, 10, 6, 3, 4, (2, 1), (1, 2), (1, 2), 2, True)
+    x, w, b = problem.tensors(generator=generator)
+    assert_matches(torchcorr.conv2d(x, w, b, **problem.config()),
+                   F.conv2d(x, w.flip(2, 3), b, **problem.config()), torch.float64)
+    assert_matches(reference.conv2d(x, w, b, **problem.config()),
+                   F.conv2d(x, w.flip(2, 3), b, **problem.config()), torch.float64)
+
+
+# Determinism: the same inputs give the same bits, whatever the thread count.
+
+def all_results(x, w, b, grad_output, config):
+    return gradients(torchcorr.corr2d, x, w, b, grad_output, **config)
+
+
+@pytest.mark.parametrize("shape", [
+    (4, 8, 30, 31, 8, 3, 1),     # dense
+    (1, 1, 200, 190, 1, 5, 1),   # one big single-channel image: the weight gradient is one long sum
+    (8, 6, 20, 20, 6, 3, 6),     # depthwise
+])
+def test_deterministic_across_runs_and_thread_counts(shape, generator):
+    N, C, H, W, K, R, groups = shape
+    x = torch.randn(N, C, H, W, generator=generator)
+    w = torch.randn(K, C // groups, R, R, generator=generator)
+    b = torch.randn(K, generator=generator)
+    config = dict(padding=1, groups=groups)
+    grad_output = torch.randn(F.conv2d(x, w, b, **config).shape, generator=generator)
+    threads = torch.get_num_threads()
+    try:
+        first = all_results(x, w, b, grad_output, config)
+        again = all_results(x, w, b, grad_output, config)
+        torch.set_num_threads(1)
+        single = all_results(x, w, b, grad_output, config)
+    finally:
+        torch.set_num_threads(threads)
+    for a, b_, c in zip(first, again, single):
+        assert torch.equal(a, b_) and torch.equal(a, c)
+
+
+def test_reference_never_calls_torch_convolution(monkeypatch, generator):
+    def forbidden(*args, **kwargs):
+        raise AssertionError("torch convolution called")
+
+    for name in ("conv2d", "conv1d", "conv3d", "conv_transpose2d"):
+        monkeypatch.setattr(F, name, forbidden)
+    monkeypatch.setattr(torch, "conv2d", forbidden)
+    monkeypatch.setattr(torch, "convolution", forbidden)
+    x = torch.randn(2, 4, 9, 9, dtype=torch.float64, generator=generator, requires_grad=True)
+    w = torch.randn(6, 2, 3, 3, dtype=torch.float64, generator=generator, requires_grad=True)
+    for fn in (reference.corr2d, torchcorr.corr2d):
+        fn(x, w, stride=2, padding="valid", groups=2).sum().backward()
+        fn(x, w, padding="same", dilation=2, groups=2).sum().backward()
