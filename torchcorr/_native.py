@@ -32,21 +32,24 @@ def _load():
     return _C, None
 
 
+def _native_device_types(library) -> frozenset:
+    """Device types whose tensors torchcorr's own kernels run on (meta: the fake kernels)."""
+    if library is None:
+        return frozenset()
+    has_kernel = torch._C._dispatch_has_kernel_for_dispatch_key
+    return frozenset({"meta"} | {device for device, key in (("cpu", "CPU"), ("cuda", "CUDA"))
+                                 if has_kernel("torchcorr::corr2d_forward", key)})
+
+
 library, load_error = _load()
 if load_error is not None:
     warnings.warn(load_error, RuntimeWarning, stacklevel=2)
+NATIVE_DEVICE_TYPES = _native_device_types(library)
 
 
 def native_available(device="cpu") -> bool:
     """True when torchcorr's own kernels run on tensors of this device ("cpu", "cuda", ...)."""
-    if library is None:
-        return False
-    device_type = torch.device(device).type
-    if device_type == "meta":
-        return True
-    dispatch_key = {"cpu": "CPU", "cuda": "CUDA"}.get(device_type)
-    return dispatch_key is not None and torch._C._dispatch_has_kernel_for_dispatch_key(
-        "torchcorr::corr2d_forward", dispatch_key)
+    return torch.device(device).type in NATIVE_DEVICE_TYPES
 
 
 def build_info() -> dict:
