@@ -10,15 +10,22 @@ images, LeNet, depthwise) or "dense" (ResNet-style layers, pointwise, the stem).
 torch.utils.benchmark Compare table, then a summary of medians, speedups (torch time / torchcorr time)
 and their geometric means per kind; everything is also written as JSON (--out).
 
+Before timing, glibc's malloc is told to keep freed memory (see steady_malloc): by default it hands
+buffers of a few MB straight back to the OS and page-faults them in again on every call, unless some
+earlier, larger free happened to raise its threshold; without the fix a shape's time then depends on
+which shapes ran before it (on a 2-core EPYC, torch's depthwise forward took ~14 ms when run alone,
+~2 ms after the pointwise shape).
+
 On shared, noisy machines the absolute times drift from run to run; the ratios between torch and
 torchcorr, measured side by side, are what count.
 
-    python bench/bench_cpu.py                 # full suite, a few minutes
+    python bench/bench_cpu.py                 # full suite, one to a few minutes
     python bench/bench_cpu.py --quick         # subset, well under a minute
     python bench/bench_cpu.py --shapes lenet_c1 resnet_128x28_k3 --min-run-time 2
 """
 
 import argparse
+import ctypes
 import json
 import math
 import os
@@ -86,6 +93,22 @@ def forward(conv, shape, x, w, b):
 def forward_backward(conv, shape, x, w, b, grad_out):
     y = conv(x, w, b, shape.stride, shape.padding, 1, shape.groups)
     return torch.autograd.grad(y, (x, w, b), grad_out)
+
+
+# ---- the process: a steady allocator ----
+
+def steady_malloc():
+    """Fix glibc's mmap and trim thresholds so large buffers are reused, not re-faulted, on every call.
+
+    glibc adjusts both thresholds on the fly as large blocks are freed, so timings would depend on
+    the order the shapes run in. Returns a description for the report.
+    """
+    if platform.libc_ver()[0] != "glibc":
+        return "default (not glibc)"
+    libc = ctypes.CDLL(None)
+    m_trim_threshold, m_mmap_threshold = -1, -3  # from <malloc.h>
+    ok = libc.mallopt(m_mmap_threshold, 32 << 20) and libc.mallopt(m_trim_threshold, 256 << 20)
+    return "glibc: mmap threshold 32 MiB, trim threshold 256 MiB" if ok else "default (mallopt failed)"
 
 
 # ---- shapes, inputs and the correctness check ----
@@ -169,7 +192,7 @@ def measure_shape(shape, min_run_time):
 
 # ---- reporting ----
 
-def machine_info():
+def machine_info(malloc):
     cpu = None
     try:
         with open("/proc/cpuinfo") as f:
@@ -186,6 +209,8 @@ def machine_info():
         "torchcorr": torchcorr.__version__,
         "simd": torchcorr.build_info().get("simd", "none"),
         "python": platform.python_version(),
+        "malloc": malloc,
+        "load_average_1min": os.getloadavg()[0],  # other work on the machine skews every timing
     }
 
 
@@ -252,6 +277,8 @@ def parse_args():
                         help="shapes to run (default: all, or the quick subset)")
     parser.add_argument("--min-run-time", type=float, default=None,
                         help="seconds of timing per measurement (default 1.0; 0.2 with --quick)")
+    parser.add_argument("--default-malloc", action="store_true",
+                        help="leave glibc's malloc thresholds alone (timings then depend on shape order)")
     parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                                       "results", "cpu.json"),
                         help="JSON output (default bench/results/cpu.json)")
@@ -271,10 +298,13 @@ def main():
         sys.exit("ABORT: torchcorr has no native CPU kernels loaded "
                  f"({torchcorr.build_info().get('error', 'unknown reason')}); nothing to benchmark.")
 
-    machine = machine_info()
+    malloc = "default (--default-malloc)" if args.default_malloc else steady_malloc()
+    machine = machine_info(malloc)
     print(f"# {machine['cpu']} | {machine['threads']} threads | torch {machine['torch']} | "
-          f"torchcorr {machine['torchcorr']} ({machine['simd']})")
-    print(f"# {len(shapes)} shapes, min_run_time {min_run_time:g} s per measurement\n", flush=True)
+          f"torchcorr {machine['torchcorr']} ({machine['simd']}) | "
+          f"load average {machine['load_average_1min']:.2f}")
+    print(f"# {len(shapes)} shapes, min_run_time {min_run_time:g} s per measurement, malloc {malloc}\n",
+          flush=True)
 
     start = time.perf_counter()
     measurements, rows = [], []
@@ -296,9 +326,10 @@ def main():
     means = speedup_geomeans(rows)
     print_summary(rows, means)
     options = {"quick": args.quick, "min_run_time": min_run_time, "seed": SEED, "dtype": "float32",
-               "elapsed_s": elapsed}
+               "elapsed_s": elapsed, "load_average_1min_at_end": os.getloadavg()[0]}
     write_json(args.out, machine, options, rows, means)
-    print(f"\n# {elapsed:.1f} s of benchmarking; results written to {args.out}")
+    print(f"\n# {elapsed:.1f} s of benchmarking (load average at the end "
+          f"{options['load_average_1min_at_end']:.2f}); results written to {args.out}")
 
 
 if __name__ == "__main__":
