@@ -72,7 +72,7 @@ def extension():
     with_cuda = cuda_wanted()
     archs = cuda_arch_list() if with_cuda else ""
     write_build_record(with_cuda, archs)
-    sources = sorted(glob.glob("csrc/*.cpp") + glob.glob("csrc/cpu/*.cpp"))
+    sources = sorted(glob.glob("csrc/*.cpp") + glob.glob("csrc/cpu/*.cpp") + glob.glob("csrc/autocast/*.cpp"))
     march = os.environ.get("TORCHCORR_CPU_ARCH", "native")
     cxx = ["-O3", "-fopenmp"] + ([f"-march={march}"] if march else [])
     defines = [("TORCHCORR_TORCH_VERSION", f'"{torch.__version__}"')]

@@ -201,3 +201,17 @@ def test_reference_never_calls_torch_convolution(monkeypatch, generator):
     for fn in (reference.corr2d, torchcorr.corr2d):
         fn(x, w, stride=2, padding="valid", groups=2).sum().backward()
         fn(x, w, padding="same", dilation=2, groups=2).sum().backward()
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_autocast_runs_in_low_precision_like_conv2d(dtype, generator):
+    x = torch.randn(2, 3, 10, 11, generator=generator)
+    w = torch.randn(4, 3, 3, 3, generator=generator, requires_grad=True)
+    b = torch.randn(4, generator=generator, requires_grad=True)
+    with torch.autocast("cpu", dtype=dtype):
+        got = torchcorr.corr2d(x, w, b, padding=1)
+        want = F.conv2d(x, w, b, padding=1)
+    assert got.dtype == want.dtype == dtype
+    assert_matches(got, oracle(x.to(dtype), w.to(dtype), b.to(dtype), padding=1), dtype)
+    got.float().sum().backward()
+    assert w.grad.dtype == torch.float32 and b.grad.dtype == torch.float32
