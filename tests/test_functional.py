@@ -215,3 +215,12 @@ def test_autocast_runs_in_low_precision_like_conv2d(dtype, generator):
     assert_matches(got, oracle(x.to(dtype), w.to(dtype), b.to(dtype), padding=1), dtype)
     got.float().sum().backward()
     assert w.grad.dtype == torch.float32 and b.grad.dtype == torch.float32
+
+
+def test_numpy_and_list_arguments(generator):
+    np = pytest.importorskip("numpy")
+    x = torch.randn(1, 4, 9, 8, dtype=torch.float64, generator=generator)
+    w = torch.randn(4, 2, 3, 3, dtype=torch.float64, generator=generator)
+    got = torchcorr.corr2d(x, w, stride=np.int64(2), padding=[np.int32(1), 2], dilation=torch.Size([1, 2]),
+                           groups=np.int64(2))
+    assert_matches(got, F.conv2d(x, w, stride=2, padding=(1, 2), dilation=(1, 2), groups=2), torch.float64)

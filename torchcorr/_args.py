@@ -5,6 +5,7 @@ padding='same'/'valid', groups, bias) plus the D2L form, a 2-D image with a 2-D 
 all of that into one 4-D problem, raising a clear ValueError/TypeError/RuntimeError on bad input.
 """
 
+import numbers
 from typing import NamedTuple, Optional
 
 import torch
@@ -43,7 +44,12 @@ def restore_rank(output: Tensor, input_rank: int) -> Tensor:
 
 
 def _is_int(value):
-    return isinstance(value, (int, torch.SymInt)) and not isinstance(value, bool)
+    """Python and NumPy integers and SymInts; not bools."""
+    return isinstance(value, (numbers.Integral, torch.SymInt)) and not isinstance(value, bool)
+
+
+def _as_int(value):
+    return value if isinstance(value, torch.SymInt) else int(value)
 
 
 def _pair(op, name, value, minimum):
@@ -53,7 +59,7 @@ def _pair(op, name, value, minimum):
     if pair[0] < minimum or pair[1] < minimum:
         kind = "non-negative" if minimum == 0 else "positive"
         raise ValueError(f"{op}: {name} must be {kind}, got {value!r}")
-    return tuple(pair)
+    return tuple(_as_int(v) for v in pair)
 
 
 def _check_tensor(op, name, tensor, like):
@@ -112,6 +118,7 @@ def parse(op, input, weight, bias=None, stride=1, padding=0, dilation=1, groups=
         raise TypeError(f"{op}: groups must be an int, got {groups!r}")
     if groups < 1:
         raise ValueError(f"{op}: groups must be positive, got {groups}")
+    groups = _as_int(groups)
 
     channels, out_channels = input.shape[1], weight.shape[0]
     if channels % groups != 0:

@@ -22,8 +22,8 @@ def _use_native(device: torch.device) -> bool:
     if _native.library is not None and device.type not in _warned_devices:
         _warned_devices.add(device.type)
         warnings.warn(f"torchcorr has no native kernels for {device.type} tensors in this build "
-                      f"({_native.build_info().get('cuda_archs') or 'no CUDA'}); using the pure-PyTorch "
-                      "reference, which is correct but slow.", RuntimeWarning, stacklevel=3)
+                      "(torchcorr.build_info() says how it was built); using the pure-PyTorch reference, "
+                      "which is correct but slow.", RuntimeWarning, stacklevel=3)
     return False
 
 
