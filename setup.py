@@ -3,8 +3,9 @@
     pip install --no-build-isolation -e .
 
 Environment:
-  TORCHCORR_CUDA=auto|0|1   CUDA kernels: auto (default) builds them when torch has CUDA and nvcc is
-                            found; 0 never; 1 always, failing clearly when impossible.
+  TORCHCORR_CUDA=auto|0|1   CUDA kernels: auto (default) builds them when torch has CUDA, nvcc is
+                            found and csrc/cuda/ has sources; 0 never; 1 always, failing clearly
+                            when impossible.
   TORCHCORR_CPU_ARCH=native Value of -march for the CPU kernels ("" leaves the compiler default).
   TORCH_CUDA_ARCH_LIST      GPU architectures; defaults to the visible GPU, else "8.0;9.0".
   CUDA_HOME                 CUDA toolkit; defaults to the one that holds the nvcc on PATH.
@@ -40,12 +41,16 @@ import torch  # noqa: E402  (CUDA_HOME must be set before cpp_extension reads it
 from torch.utils import cpp_extension  # noqa: E402
 
 
+CPU_SOURCES = sorted(glob.glob("csrc/*.cpp") + glob.glob("csrc/cpu/*.cpp") + glob.glob("csrc/autocast/*.cpp"))
+CUDA_SOURCES = sorted(glob.glob("csrc/cuda/*.cu") + glob.glob("csrc/cuda/*.cpp"))
+
+
 def cuda_wanted():
     choice = os.environ.get("TORCHCORR_CUDA", "auto")
     if choice not in ("auto", "0", "1"):
         raise SystemExit(f"TORCHCORR_CUDA must be auto, 0 or 1, not {choice!r}")
     nvcc = cpp_extension.CUDA_HOME and os.path.exists(os.path.join(cpp_extension.CUDA_HOME, "bin", "nvcc"))
-    problems = []
+    problems = [] if CUDA_SOURCES else ["this source tree has no CUDA kernels (csrc/cuda/)"]
     if torch.version.cuda is None:
         problems.append(f"torch {torch.__version__} is a CPU-only build")
     if not nvcc:
@@ -72,7 +77,7 @@ def extension():
     with_cuda = cuda_wanted()
     archs = cuda_arch_list() if with_cuda else ""
     write_build_record(with_cuda, archs)
-    sources = sorted(glob.glob("csrc/*.cpp") + glob.glob("csrc/cpu/*.cpp") + glob.glob("csrc/autocast/*.cpp"))
+    sources = CPU_SOURCES
     march = os.environ.get("TORCHCORR_CPU_ARCH", "native")
     cxx = ["-O3", "-fopenmp"] + ([f"-march={march}"] if march else [])
     defines = [("TORCHCORR_TORCH_VERSION", f'"{torch.__version__}"')]
@@ -80,7 +85,7 @@ def extension():
         return cpp_extension.CppExtension(
             "torchcorr._C", sources, define_macros=defines,
             extra_compile_args={"cxx": cxx}, extra_link_args=["-fopenmp"])
-    sources += sorted(glob.glob("csrc/cuda/*.cu") + glob.glob("csrc/cuda/*.cpp"))
+    sources += CUDA_SOURCES
     defines += [("TORCHCORR_WITH_CUDA", None),
                 ("TORCHCORR_CUDA_VERSION", f'"{torch.version.cuda}"'),
                 ("TORCHCORR_CUDA_ARCHS", f'"{archs}"')]

@@ -8,13 +8,23 @@
 // sum splits by thread count, so its bits would depend on torch.set_num_threads).
 #include "corr2d.h"
 
+#include <c10/util/safe_numerics.h>
 #include <torch/library.h>
 
 namespace torchcorr {
 namespace {
 
-int64_t div_floor(int64_t a, int64_t b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }
-int64_t div_ceil(int64_t a, int64_t b) { return a >= 0 ? (a + b - 1) / b : -((-a) / b); }
+// Rounded quotients for b > 0, exact for every int64 a and b (no a + b - 1 to overflow).
+int64_t div_floor(int64_t a, int64_t b) { return a / b - (a % b != 0 && a < 0); }
+int64_t div_ceil(int64_t a, int64_t b) { return a / b + (a % b != 0 && a > 0); }
+
+// x * factor + offset, refusing a result that does not fit in 64 bits.
+int64_t checked_extent(const char* op, const char* what, int64_t x, int64_t factor, int64_t offset) {
+  int64_t product = 0, sum = 0;
+  TORCH_CHECK_VALUE(!c10::mul_overflows(x, factor, &product) && !c10::add_overflows(product, offset, &sum), op,
+                    ": the ", what, " does not fit in 64 bits");
+  return sum;
+}
 
 void check_pair(const char* op, const char* name, at::IntArrayRef value, int64_t minimum) {
   TORCH_CHECK_VALUE(value.size() == 2, op, ": ", name, " must have 2 values (height, width), got ",
@@ -58,9 +68,11 @@ Corr2dProblem make_problem(const char* op, at::IntArrayRef input_size, at::IntAr
   TORCH_CHECK_VALUE(weight_size[1] * groups == p.C, op, ": weight of shape ", weight_size,
                     " expects ", weight_size[1] * groups, " input channels (", weight_size[1],
                     " per group x ", groups, " groups), but the input has ", p.C);
-  const int64_t span_h = p.dilation_h * (p.R - 1) + 1, span_w = p.dilation_w * (p.S - 1) + 1;
-  const int64_t padded_h = p.H + 2 * p.pad_h, padded_w = p.W + 2 * p.pad_w;
   TORCH_CHECK_VALUE(p.R >= 1 && p.S >= 1, op, ": kernel must be at least 1x1, got ", p.R, "x", p.S);
+  const int64_t span_h = checked_extent(op, "dilated kernel height", p.dilation_h, p.R - 1, 1);
+  const int64_t span_w = checked_extent(op, "dilated kernel width", p.dilation_w, p.S - 1, 1);
+  const int64_t padded_h = checked_extent(op, "padded input height", p.pad_h, 2, p.H);
+  const int64_t padded_w = checked_extent(op, "padded input width", p.pad_w, 2, p.W);
   TORCH_CHECK_VALUE(span_h <= padded_h && span_w <= padded_w, op, ": kernel (", p.R, "x", p.S,
                     ", spanning ", span_h, "x", span_w, " with dilation) is larger than the padded input (",
                     padded_h, "x", padded_w, ")");

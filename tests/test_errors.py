@@ -40,6 +40,9 @@ BAD_CALLS = [
     ("bias rank", (x4, torch.randn(6, 4, 3, 3), torch.randn(6, 1)), {}, ValueError, "bias must have shape (6,)"),
     ("bias dtype", (x4, torch.randn(6, 4, 3, 3), torch.randn(6, dtype=torch.float64)), {}, TypeError, "bias has dtype"),
     ("device mismatch", (x4, torch.randn(6, 4, 3, 3, device="meta")), {}, RuntimeError, "weight is on meta"),
+    ("padding overflows", (x4, torch.randn(6, 4, 3, 3)), dict(padding=2**62), ValueError, "does not fit in 64 bits"),
+    ("float tensor stride", (x4, torch.randn(6, 4, 3, 3)), dict(stride=torch.tensor(2.0)), TypeError,
+     "stride must be an int"),
     ("D2L bias", (torch.randn(8, 8), torch.randn(2, 2), torch.randn(2)), {}, ValueError, "bias of shape (1,)"),
 ]
 

@@ -203,18 +203,50 @@ def test_reference_never_calls_torch_convolution(monkeypatch, generator):
         fn(x, w, padding="same", dilation=2, groups=2).sum().backward()
 
 
+@pytest.mark.parametrize("fn", [torchcorr.corr2d, reference.corr2d], ids=["native", "reference"])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-def test_autocast_runs_in_low_precision_like_conv2d(dtype, generator):
+def test_autocast_runs_in_low_precision_like_conv2d(fn, dtype, generator):
     x = torch.randn(2, 3, 10, 11, generator=generator)
     w = torch.randn(4, 3, 3, 3, generator=generator, requires_grad=True)
     b = torch.randn(4, generator=generator, requires_grad=True)
     with torch.autocast("cpu", dtype=dtype):
-        got = torchcorr.corr2d(x, w, b, padding=1)
+        got = fn(x, w, b, padding=1)
         want = F.conv2d(x, w, b, padding=1)
     assert got.dtype == want.dtype == dtype
     assert_matches(got, oracle(x.to(dtype), w.to(dtype), b.to(dtype), padding=1), dtype)
     got.float().sum().backward()
     assert w.grad.dtype == torch.float32 and b.grad.dtype == torch.float32
+
+
+def test_autocast_takes_mixed_dtypes_like_conv2d(generator):
+    """A bfloat16 model fed float32 data: autocast casts both, F.conv2d does not complain."""
+    conv = torch.nn.Conv2d(3, 4, 3).bfloat16()
+    corr = torchcorr.convert(conv)
+    x = torch.randn(2, 3, 8, 8, generator=generator)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got, want = corr(x), conv(x)
+    assert got.dtype == want.dtype == torch.bfloat16
+    assert_matches(got, oracle(x.bfloat16(), conv.weight, conv.bias), torch.bfloat16)
+
+
+def test_reference_accumulates_half_precision_in_float(generator):
+    x = torch.randn(1, 512, 6, 6, generator=generator).bfloat16()
+    w = torch.randn(2, 512, 3, 3, generator=generator).bfloat16()
+    want = oracle(x, w, None)
+    for fn in (reference.corr2d, torchcorr.corr2d):
+        got = fn(x, w)
+        # float32 sums rounded once: within a bfloat16 rounding (2^-8) of the exact result
+        assert ((got.double() - want).norm() / want.norm()).item() < 2.5e-3
+
+
+def test_huge_stride_reads_only_the_first_pixel(generator):
+    x = torch.randn(1, 1, 5, 5, dtype=torch.float64, generator=generator)
+    w = torch.randn(1, 1, 2, 2, dtype=torch.float64, generator=generator)
+    grad_output = torch.ones(1, 1, 1, 1, dtype=torch.float64)
+    actual = gradients(torchcorr.corr2d, x, w, None, grad_output, stride=2**63 - 1)
+    expected = gradients(F.conv2d, x, w, None, grad_output, stride=2**63 - 1)
+    for got, want in zip(actual, expected):
+        assert_matches(got, want, torch.float64)
 
 
 def test_numpy_and_list_arguments(generator):
@@ -224,3 +256,6 @@ def test_numpy_and_list_arguments(generator):
     got = torchcorr.corr2d(x, w, stride=np.int64(2), padding=[np.int32(1), 2], dilation=torch.Size([1, 2]),
                            groups=np.int64(2))
     assert_matches(got, F.conv2d(x, w, stride=2, padding=(1, 2), dilation=(1, 2), groups=2), torch.float64)
+    # F.conv2d also takes one-element sequences and integer scalar tensors
+    got = torchcorr.corr2d(x, w, stride=[2], padding=(1,), dilation=torch.tensor(2), groups=2)
+    assert_matches(got, F.conv2d(x, w, stride=2, padding=1, dilation=2, groups=2), torch.float64)

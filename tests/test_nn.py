@@ -2,6 +2,7 @@
 
 import copy
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -117,7 +118,7 @@ def test_d2l_conv2d_layer():
     assert 0 <= layer.weight.min() and layer.weight.max() < 1  # torch.rand
     x = torch.randn(6, 8)
     torch.testing.assert_close(layer(x), torchcorr.corr2d(x, layer.weight) + layer.bias)
-    assert Conv2D(3).weight.shape == (3, 3)
+    assert Conv2D(3).weight.shape == Conv2D(np.int64(3)).weight.shape == (3, 3)
     assert "kernel_size=(1, 2)" in repr(layer)
 
 
@@ -158,9 +159,23 @@ def test_convert_inplace_keeps_the_parameters():
     optimizer.step()
 
 
+def test_convert_keeps_hooks_and_spectral_norm():
+    torch.manual_seed(0)
+    calls = []
+    plain = nn.Conv2d(2, 3, 3)
+    plain.register_forward_hook(lambda module, inputs, output: calls.append(type(module)))
+    net = nn.Sequential(plain, nn.utils.spectral_norm(nn.Conv2d(3, 3, 3))).double().eval()
+    x = torch.randn(1, 2, 9, 9, dtype=torch.float64)
+    want = net(x)
+    assert torchcorr.convert(net, inplace=True) is net
+    assert [type(m) for m in net] == [Corr2d, Corr2d]
+    assert_matches(net(x), want, torch.float64)
+    assert calls == [nn.Conv2d, Corr2d]
+
+
 def test_convert_a_bare_conv2d_and_leave_subclasses():
     conv = nn.Conv2d(2, 3, 3)
-    assert type(torchcorr.convert(conv)) is Corr2d
+    assert type(torchcorr.convert(conv)) is Corr2d and type(conv) is nn.Conv2d
     corr = Corr2d(2, 3, 3)
     assert torchcorr.convert(corr, inplace=True) is corr
     model = copy.deepcopy(nn.Sequential(nn.Linear(2, 2)))

@@ -2,10 +2,11 @@
 
 Both accept what F.conv2d accepts (4-D NCHW or 3-D unbatched input, int or pair stride/padding/dilation,
 padding='same'/'valid', groups, bias) plus the D2L form, a 2-D image with a 2-D kernel. `parse` turns
-all of that into one 4-D problem, raising a clear ValueError/TypeError/RuntimeError on bad input.
+all of that into one 4-D problem (in the autocast dtype inside torch.autocast, as F.conv2d does),
+raising a clear ValueError/TypeError/RuntimeError on bad input.
 """
 
-import numbers
+import operator
 from typing import NamedTuple, Optional
 
 import torch
@@ -43,35 +44,53 @@ def restore_rank(output: Tensor, input_rank: int) -> Tensor:
     return output.reshape(output.shape[4 - input_rank:])
 
 
-def _is_int(value):
-    """Python and NumPy integers and SymInts; not bools."""
-    return isinstance(value, (numbers.Integral, torch.SymInt)) and not isinstance(value, bool)
-
-
 def _as_int(value):
-    return value if isinstance(value, torch.SymInt) else int(value)
+    """value as an int (a SymInt stays one): Python, NumPy and one-element integer tensors; else None."""
+    if isinstance(value, torch.SymInt):
+        return value
+    if isinstance(value, bool):
+        return None
+    try:
+        return operator.index(value)
+    except TypeError:
+        return None
 
 
 def _pair(op, name, value, minimum):
-    pair = (value, value) if _is_int(value) else value
-    if not isinstance(pair, (tuple, list, torch.Size)) or len(pair) != 2 or not all(_is_int(v) for v in pair):
+    """An int, or a sequence of one or two ints, as F.conv2d takes them -> a pair of ints."""
+    pair = [value] if _as_int(value) is not None else value
+    if isinstance(pair, (tuple, list, torch.Size)) and len(pair) in (1, 2):
+        pair = [_as_int(v) for v in pair] * (3 - len(pair))
+    if not isinstance(pair, list) or any(v is None for v in pair):
         raise TypeError(f"{op}: {name} must be an int or a pair of ints, got {value!r}")
     if pair[0] < minimum or pair[1] < minimum:
         kind = "non-negative" if minimum == 0 else "positive"
         raise ValueError(f"{op}: {name} must be {kind}, got {value!r}")
-    return tuple(_as_int(v) for v in pair)
+    return tuple(pair)
 
 
-def _check_tensor(op, name, tensor, like):
+def _check_floating(op, name, tensor):
     if not isinstance(tensor, Tensor):
         raise TypeError(f"{op}: {name} must be a Tensor, got {type(tensor).__name__}")
     if not tensor.is_floating_point():
         raise TypeError(f"{op}: {name} must be a floating-point tensor (float32, float64, float16 or "
                         f"bfloat16), got {tensor.dtype}")
-    if like is not None and tensor.dtype != like.dtype:
-        raise TypeError(f"{op}: {name} has dtype {tensor.dtype} but input has {like.dtype}")
-    if like is not None and tensor.device != like.device:
-        raise RuntimeError(f"{op}: {name} is on {tensor.device} but input is on {like.device}")
+
+
+def _check_like(op, name, tensor, input):
+    if tensor.dtype != input.dtype:
+        raise TypeError(f"{op}: {name} has dtype {tensor.dtype} but input has {input.dtype}")
+    if tensor.device != input.device:
+        raise RuntimeError(f"{op}: {name} is on {tensor.device} but input is on {input.device}")
+
+
+def _autocast(input, weight, bias):
+    """Inside torch.autocast, the operands go to the autocast dtype, as F.conv2d's do."""
+    device_type = input.device.type
+    if not (torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(device_type)):
+        return input, weight, bias
+    dtype = torch.get_autocast_dtype(device_type)
+    return input.to(dtype), weight.to(dtype), None if bias is None else bias.to(dtype)
 
 
 def _batch(op, input, weight, bias):
@@ -107,18 +126,22 @@ def _same_padding(op, input, weight, stride, dilation):
 
 
 def parse(op, input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1) -> Corr2dArgs:
-    _check_tensor(op, "input", input, None)
-    _check_tensor(op, "weight", weight, input)
+    _check_floating(op, "input", input)
+    _check_floating(op, "weight", weight)
     if bias is not None:
-        _check_tensor(op, "bias", bias, input)
+        _check_floating(op, "bias", bias)
+    input, weight, bias = _autocast(input, weight, bias)
+    _check_like(op, "weight", weight, input)
+    if bias is not None:
+        _check_like(op, "bias", bias, input)
     input, weight, rank = _batch(op, input, weight, bias)
     stride = _pair(op, "stride", stride, 1)
     dilation = _pair(op, "dilation", dilation, 1)
-    if not _is_int(groups):
+    if _as_int(groups) is None:
         raise TypeError(f"{op}: groups must be an int, got {groups!r}")
+    groups = _as_int(groups)
     if groups < 1:
         raise ValueError(f"{op}: groups must be positive, got {groups}")
-    groups = _as_int(groups)
 
     channels, out_channels = input.shape[1], weight.shape[0]
     if channels % groups != 0:
@@ -149,6 +172,8 @@ def parse(op, input, weight, bias=None, stride=1, padding=0, dilation=1, groups=
     for i, side in enumerate(("height", "width")):
         span = dilation[i] * (weight.shape[2 + i] - 1) + 1
         padded = input.shape[2 + i] + 2 * padding[i]
+        if padded >= 2**63:
+            raise ValueError(f"{op}: the padded input {side} ({padded}) does not fit in 64 bits")
         if span > padded:
             raise ValueError(f"{op}: kernel {side} {weight.shape[2 + i]} (spanning {span} with dilation "
                              f"{dilation[i]}) is larger than the padded input {side} {padded}")

@@ -1,6 +1,7 @@
 """Modules: Corr2d, a drop-in nn.Conv2d running torchcorr's kernels, and Conv2D, the D2L layer."""
 
 import copy
+import numbers
 
 import torch
 import torch.nn.functional as F
@@ -29,7 +30,7 @@ class Conv2D(nn.Module):
 
     def __init__(self, kernel_size):
         super().__init__()
-        shape = (kernel_size, kernel_size) if isinstance(kernel_size, int) else tuple(kernel_size)
+        shape = (kernel_size, kernel_size) if isinstance(kernel_size, numbers.Integral) else tuple(kernel_size)
         self.weight = nn.Parameter(torch.rand(shape))
         self.bias = nn.Parameter(torch.zeros(1))
 
@@ -40,28 +41,17 @@ class Conv2D(nn.Module):
         return f"kernel_size={tuple(self.weight.shape)}"
 
 
-def _as_corr2d(conv: nn.Conv2d) -> Corr2d:
-    """A Corr2d with conv's configuration, holding conv's own weight and bias Parameters."""
-    corr = Corr2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
-                  conv.dilation, conv.groups, conv.bias is not None, conv.padding_mode, device="meta")
-    corr.weight = conv.weight
-    corr.bias = conv.bias
-    return corr.train(conv.training)
-
-
 def convert(module: nn.Module, inplace: bool = False) -> nn.Module:
     """Replace every nn.Conv2d in module by an equivalent Corr2d carrying the same weights.
 
-    Without inplace the model is deep-copied first and the original is left untouched. Subclasses
-    of nn.Conv2d (Corr2d itself, parametrized or user-defined convolutions) are left as they are,
-    since their forward may differ from nn.Conv2d's.
+    Corr2d adds no state to nn.Conv2d, so each nn.Conv2d simply becomes a Corr2d: its parameters,
+    buffers, hooks (spectral_norm's too) and attributes stay as they are. Without inplace the model is
+    deep-copied first and the original is left untouched. Subclasses of nn.Conv2d (Corr2d itself,
+    parametrized or user-defined convolutions) are left alone, since their forward may differ.
     """
     if not inplace:
         module = copy.deepcopy(module)
-    if type(module) is nn.Conv2d:
-        return _as_corr2d(module)
-    for name, child in module.named_children():
-        converted = convert(child, inplace=True)
-        if converted is not child:
-            setattr(module, name, converted)
+    for submodule in module.modules():
+        if type(submodule) is nn.Conv2d:
+            submodule.__class__ = Corr2d
     return module

@@ -7,6 +7,8 @@ R*S kernel taps; each tap contributes a channel contraction of a strided view of
     y[n, k, p, q] += sum_c x_pad[n, g*Cg + c, p*sh + r*dh, q*sw + s*dw] * w[k, c, r, s]
 """
 
+import contextlib
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -14,24 +16,40 @@ from torch import Tensor
 from ._args import flip_kernel, output_size, parse, restore_rank
 
 
+def _without_autocast(device_type):
+    """The taps are summed in the dtype chosen here, whatever an enclosing torch.autocast says."""
+    if torch.amp.is_autocast_available(device_type):
+        return torch.autocast(device_type, enabled=False)
+    return contextlib.nullcontext()
+
+
 def corr2d_nchw(input: Tensor, weight: Tensor, bias, stride, padding, dilation, groups) -> Tensor:
-    """The 4-D correlation on already-checked arguments (see torchcorr._args.parse)."""
+    """The 4-D correlation on already-checked arguments (see torchcorr._args.parse).
+
+    float16 and bfloat16 are computed in float32 and rounded once at the end, like the native kernels.
+    """
+    dtype = input.dtype
+    if dtype in (torch.float16, torch.bfloat16):
+        input, weight = input.float(), weight.float()
+        bias = None if bias is None else bias.float()
     N, C, H, W = input.shape
     K, Cg, R, S = weight.shape
     P, Q = output_size(H, W, R, S, stride, padding, dilation)
     padded = F.pad(input, (padding[1], padding[1], padding[0], padding[0]))
     grouped_weight = weight.reshape(groups, K // groups, Cg, R, S)
     output = input.new_zeros((N, groups, K // groups, P, Q))
-    for r in range(R):
-        for s in range(S):
-            row, col = r * dilation[0], s * dilation[1]
-            tap = padded[:, :, row:row + stride[0] * (P - 1) + 1:stride[0], col:col + stride[1] * (Q - 1) + 1:stride[1]]
-            tap = tap.reshape(N, groups, Cg, P, Q)
-            output = output + torch.einsum("ngcpq,gkc->ngkpq", tap, grouped_weight[..., r, s])
+    with _without_autocast(input.device.type):
+        for r in range(R):
+            for s in range(S):
+                row, col = r * dilation[0], s * dilation[1]
+                tap = padded[:, :, row:row + stride[0] * (P - 1) + 1:stride[0],
+                             col:col + stride[1] * (Q - 1) + 1:stride[1]]
+                tap = tap.reshape(N, groups, Cg, P, Q)
+                output = output + torch.einsum("ngcpq,gkc->ngkpq", tap, grouped_weight[..., r, s])
     output = output.reshape(N, K, P, Q)
     if bias is not None:
         output = output + bias.reshape(1, K, 1, 1)
-    return output
+    return output.to(dtype)
 
 
 def corr2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1) -> Tensor:
