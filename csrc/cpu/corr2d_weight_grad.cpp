@@ -76,7 +76,7 @@ void weight_grad_kernel(const Corr2dProblem& p, const T* gy, const T* x, T* gw) 
 
 template <typename T>
 void bias_grad_kernel(int64_t N, int64_t K, int64_t pixels, const T* gy, T* gb) {
-  const int64_t chunk = std::max<int64_t>(1, kMinWorkPerThread);  // pixels a task sums
+  constexpr int64_t chunk = kMinWorkPerThread;  // pixels a task sums
   const int64_t chunks_per_plane = std::max<int64_t>(1, div_up(pixels, chunk));
   const int64_t chunks = N * chunks_per_plane;
   std::vector<T> partials(chunks * K);
