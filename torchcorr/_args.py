@@ -85,7 +85,11 @@ def _check_like(op, name, tensor, input):
 
 
 def _autocast(input, weight, bias):
-    """Inside torch.autocast, the operands go to the autocast dtype, as F.conv2d's do."""
+    """Inside torch.autocast, the operands go to the autocast dtype, as F.conv2d's do.
+
+    Here, before the dtypes are compared, so that mixed dtypes pass as they do for F.conv2d, and so that
+    the reference gets it too; the forward op's own autocast rule (csrc/autocast/) serves torch.ops calls.
+    """
     device_type = input.device.type
     if not (torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(device_type)):
         return input, weight, bias
@@ -137,9 +141,10 @@ def parse(op, input, weight, bias=None, stride=1, padding=0, dilation=1, groups=
     input, weight, rank = _batch(op, input, weight, bias)
     stride = _pair(op, "stride", stride, 1)
     dilation = _pair(op, "dilation", dilation, 1)
-    if _as_int(groups) is None:
+    groups_int = _as_int(groups)
+    if groups_int is None:
         raise TypeError(f"{op}: groups must be an int, got {groups!r}")
-    groups = _as_int(groups)
+    groups = groups_int
     if groups < 1:
         raise ValueError(f"{op}: groups must be positive, got {groups}")
 

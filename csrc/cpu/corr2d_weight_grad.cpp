@@ -9,7 +9,8 @@
 // Memory: each task reads its chunk of one gy plane and one x plane; the partials take
 // chunks * K * Cg * R * S values.
 //
-// The bias gradient gb[k] = sum_{n,p,q} gy[n,k,p,q] is the same kind of reduction, split the same way.
+// The bias gradient gb[k] = sum_{n,p,q} gy[n,k,p,q] is the same kind of reduction: one task per
+// (image, chunk of kMinWorkPerThread pixels, k), partials added in a fixed order.
 #include "cpu_kernel_utils.h"
 
 #include <ATen/Dispatch.h>
