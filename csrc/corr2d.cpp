@@ -153,6 +153,13 @@ at::ScalarType compute_dtype(at::ScalarType dtype) {
   return (dtype == at::kHalf || dtype == at::kBFloat16) ? at::kFloat : dtype;
 }
 
+at::MemoryFormat result_memory_format(const at::Tensor& first, const at::Tensor& second) {
+  const auto channels_last = at::MemoryFormat::ChannelsLast;
+  return first.suggest_memory_format() == channels_last || second.suggest_memory_format() == channels_last
+             ? channels_last
+             : at::MemoryFormat::Contiguous;
+}
+
 TORCH_LIBRARY(torchcorr, m) {
   const std::vector<at::Tag> tags{at::Tag::pt2_compliant_tag};
   m.def("corr2d_forward(Tensor input, Tensor weight, Tensor? bias, int[2] stride, int[2] padding, "

@@ -54,4 +54,8 @@ void check_bias_grad(const char* op, const at::Tensor& grad_output);
 // Kernels compute in float for float16/bfloat16 (and in the tensor's own type otherwise).
 at::ScalarType compute_dtype(at::ScalarType dtype);
 
+// Layout of an op's result: channels_last when either operand is, as torch's conv2d decides
+// (torchcorr/_ops.py's fake kernels apply the same rule).
+at::MemoryFormat result_memory_format(const at::Tensor& first, const at::Tensor& second);
+
 }  // namespace torchcorr

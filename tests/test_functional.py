@@ -101,6 +101,16 @@ def test_any_input_strides(layout, generator):
         assert torch.equal(after, original)
 
 
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last", "strided", "transposed", "expanded"])
+def test_result_layout_follows_torch(layout, generator):
+    x = torch.randn(3, 4, 9, 11, generator=generator)
+    w = torch.randn(6, 2, 3, 2, generator=generator)
+    _, x_view, w_view = next(item for item in layouts(x, w) if item[0] == layout)
+    got, want = torchcorr.corr2d(x_view, w_view, groups=2), F.conv2d(x_view, w_view, groups=2)
+    for memory_format in (torch.contiguous_format, torch.channels_last):
+        assert got.is_contiguous(memory_format=memory_format) == want.is_contiguous(memory_format=memory_format)
+
+
 @pytest.mark.parametrize("padding", ["same", "valid"])
 @pytest.mark.parametrize("kernel", [(1, 1), (2, 2), (3, 4), (4, 5), (5, 3)])
 @pytest.mark.parametrize("dilation", [1, (2, 3)])

@@ -58,6 +58,15 @@ def op_samples():
             yield f"input_grad-{name}-{dtype}", ops.corr2d_input_grad.default, (gy, w, list(x.shape[2:]), *config)
             yield f"weight_grad-{name}-{dtype}", ops.corr2d_weight_grad.default, (gy, x, list(w.shape[2:]), *config)
             yield f"bias_grad-{name}-{dtype}", ops.corr2d_bias_grad.default, (gy,)
+    # channels_last operands: the fake kernels must predict the real results' strides.
+    cl = torch.channels_last
+    x = torch.randn(2, 4, 7, 6).to(memory_format=cl).requires_grad_()
+    w = torch.randn(6, 2, 3, 3, requires_grad=True)
+    gy = torch.randn(2, 6, 5, 4).to(memory_format=cl).requires_grad_()
+    config = [[1, 1], [0, 0], [1, 1], 2]
+    yield "forward-channels_last", ops.corr2d_forward.default, (x, w, None, *config)
+    yield "input_grad-channels_last", ops.corr2d_input_grad.default, (gy, w, [7, 6], *config)
+    yield "weight_grad-channels_last", ops.corr2d_weight_grad.default, (gy, x, [3, 3], *config)
 
 
 SAMPLES = list(op_samples())

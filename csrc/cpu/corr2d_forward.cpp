@@ -63,7 +63,7 @@ at::Tensor corr2d_forward_cpu(const at::Tensor& input, const at::Tensor& weight,
     forward_kernel<scalar_t>(p, x.const_data_ptr<scalar_t>(), w.const_data_ptr<scalar_t>(),
                              b ? b->const_data_ptr<scalar_t>() : nullptr, y.mutable_data_ptr<scalar_t>());
   });
-  return y.to(input.scalar_type());
+  return to_result(y, input.scalar_type(), result_memory_format(input, weight));
 }
 
 }  // namespace

@@ -63,7 +63,7 @@ at::Tensor corr2d_input_grad_cpu(const at::Tensor& grad_output, const at::Tensor
     input_grad_kernel<scalar_t>(p, gy.const_data_ptr<scalar_t>(), w.const_data_ptr<scalar_t>(),
                                 gx.mutable_data_ptr<scalar_t>());
   });
-  return gx.to(grad_output.scalar_type());
+  return to_result(gx, grad_output.scalar_type(), result_memory_format(grad_output, weight));
 }
 
 }  // namespace

@@ -118,7 +118,7 @@ at::Tensor corr2d_weight_grad_cpu(const at::Tensor& grad_output, const at::Tenso
     weight_grad_kernel<scalar_t>(p, gy.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(),
                                  gw.mutable_data_ptr<scalar_t>());
   });
-  return gw.to(grad_output.scalar_type());
+  return to_result(gw, grad_output.scalar_type(), result_memory_format(grad_output, input));
 }
 
 }  // namespace

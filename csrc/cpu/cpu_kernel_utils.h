@@ -15,6 +15,11 @@ inline at::Tensor to_compute(const at::Tensor& t) {
   return t.to(compute_dtype(t.scalar_type())).contiguous();
 }
 
+// The kernel's NCHW result in the caller's dtype and layout.
+inline at::Tensor to_result(const at::Tensor& computed, at::ScalarType dtype, at::MemoryFormat layout) {
+  return computed.to(dtype).contiguous(layout);
+}
+
 inline int64_t div_up(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 // Below this many multiply-adds a thread is not worth waking.
