@@ -1,0 +1,333 @@
+// Direct correlation on the CPU (forward pass and input gradient): the plain loop nest is in
+// direct_corr.h and, as tensor ops, in torchcorr/reference.py.
+//
+// Work split: one task per (image n, group g, block of output rows). A task first stages the rows of
+// V its outputs read, for the group's Cg channels, into a cache-resident buffer, split by stride phase:
+// phase (a, b) holds V(i*sh + a, j*sw + b). In that layout every tap (c, r, s) of every output pixel is
+// a unit-stride read at a fixed offset, tap_offset[c,r,s] + pixel, where pixel = row * width + column
+// runs over the staged rows (columns >= Q are computed and dropped). Padding, upsampling, stride and
+// dilation all disappear into the staging; the inner kernels only see "acc += weight * x[offset + pixel]".
+//
+// Two register-blocked kernels, chosen in choose_kernel:
+//  - channel_tile (K per group >= one vector): output channels across the vector lanes, J pixels
+//    down the registers; per tap it loads KV weight vectors and broadcasts J input values.
+//  - pixel_tile (few output channels: single-channel images, depthwise, LeNet): pixels across the lanes,
+//    KB channels x U vectors of pixels; per tap it loads U input vectors and broadcasts KB weights.
+// Weights are packed once per call into [group][channel block][tap][block] with zero padding.
+// Memory: x is read once into staging (plus halo rows per block), y written once; the packed weights
+// and the staged block stay in L1/L2 while a task runs. Every output is a sum over taps in (c, r, s)
+// order by one task, so results are the same whatever the thread count.
+#include "direct_corr.h"
+
+#include "cpu_kernel_utils.h"
+#include "simd.h"
+
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <vector>
+
+namespace torchcorr::cpu {
+
+DirectProblem forward_problem(const Corr2dProblem& p) {
+  return {p.N, p.C, p.H, p.W, p.K, p.R, p.S, p.groups, p.P, p.Q,
+          p.stride_h, p.stride_w, p.dilation_h, p.dilation_w, 1, 1, p.pad_h, p.pad_w};
+}
+
+DirectProblem input_grad_problem(const Corr2dProblem& p) {
+  return {p.N, p.K, p.P, p.Q, p.C, p.R, p.S, p.groups, p.H, p.W, 1, 1, p.dilation_h, p.dilation_w,
+          p.stride_h, p.stride_w, p.dilation_h * (p.R - 1) - p.pad_h, p.dilation_w * (p.S - 1) - p.pad_w};
+}
+
+namespace {
+
+// Accumulator registers a kernel may use (the rest hold loaded operands).
+constexpr int kAccumulators = kVectorRegisters * 3 / 4;
+// Staged rows per task aim at this many bytes (half of a typical 1-2 MiB L2).
+constexpr int64_t kStagedBytes = 256 << 10;
+constexpr int64_t kMaxTile = 512;  // no kernel reads further than this past its first pixel
+
+// Real index of virtual coordinate i, or -1 for a zero (padding or an upsampling gap).
+int64_t real_index(int64_t i, int64_t offset, int64_t up, int64_t size) {
+  const int64_t shifted = i - offset;
+  if (shifted < 0 || shifted % up != 0) return -1;
+  const int64_t real = shifted / up;
+  return real < size ? real : -1;
+}
+
+// Where a task's staged rows live, the same for every task of a call.
+struct StagedLayout {
+  int64_t rows;        // output rows per task
+  int64_t width;       // staged row width: Q plus the columns the widest tap reaches
+  int64_t phase_rows;  // staged rows per phase: rows plus the rows the tallest tap reaches
+  std::vector<int64_t> phases_h, phases_w;  // stride phases some tap reads
+  int64_t plane, channel, size;             // element counts: one phase plane, one channel, the buffer
+  std::vector<int64_t> tap_offsets;         // per (c, r, s)
+  std::vector<std::vector<int64_t>> columns;  // per phase_w: real column of each staged column, or -1
+};
+
+// The stride phases (t * dilation) % stride that the taps t < taps read, in increasing order.
+std::vector<int64_t> used_phases(int64_t taps, int64_t dilation, int64_t stride) {
+  std::vector<int64_t> phases;
+  for (int64_t t = 0; t < taps; ++t) phases.push_back(t * dilation % stride);
+  std::sort(phases.begin(), phases.end());
+  phases.erase(std::unique(phases.begin(), phases.end()), phases.end());
+  return phases;
+}
+
+int64_t phase_index(const std::vector<int64_t>& phases, int64_t phase) {
+  return std::lower_bound(phases.begin(), phases.end(), phase) - phases.begin();
+}
+
+StagedLayout make_layout(const DirectProblem& d, int64_t rows) {
+  StagedLayout l;
+  l.rows = rows;
+  l.width = d.Q + (d.S - 1) * d.dilation_w / d.stride_w;
+  l.phase_rows = rows + (d.R - 1) * d.dilation_h / d.stride_h;
+  l.phases_h = used_phases(d.R, d.dilation_h, d.stride_h);
+  l.phases_w = used_phases(d.S, d.dilation_w, d.stride_w);
+  l.plane = l.phase_rows * l.width;
+  l.channel = l.plane * static_cast<int64_t>(l.phases_h.size() * l.phases_w.size());
+  // Slack for the last tile, which reads up to kMaxTile pixels past the staged rows, across the halo.
+  l.size = d.C_per_group() * l.channel + (l.width - d.Q) + kMaxTile;
+  const int64_t phases_w = l.phases_w.size();
+  for (int64_t c = 0; c < d.C_per_group(); ++c)
+    for (int64_t r = 0; r < d.R; ++r)
+      for (int64_t s = 0; s < d.S; ++s) {
+        const int64_t vr = r * d.dilation_h, vs = s * d.dilation_w;
+        const int64_t phase =
+            phase_index(l.phases_h, vr % d.stride_h) * phases_w + phase_index(l.phases_w, vs % d.stride_w);
+        l.tap_offsets.push_back(c * l.channel + phase * l.plane + vr / d.stride_h * l.width + vs / d.stride_w);
+      }
+  for (int64_t b : l.phases_w) {
+    std::vector<int64_t> map(l.width);
+    for (int64_t col = 0; col < l.width; ++col) map[col] = real_index(col * d.stride_w + b, d.offset_w, d.up_w, d.W);
+    l.columns.push_back(std::move(map));
+  }
+  return l;
+}
+
+// Stage V for output rows [row0, row0 + l.rows) of one image's group (Cg real planes at x).
+template <typename T>
+void stage(const DirectProblem& d, const StagedLayout& l, const T* x, int64_t row0, T* buffer) {
+  const bool dense_columns = d.stride_w == 1 && d.up_w == 1;
+  // Staged columns [first, last) read real columns first - offset_w.. without gaps.
+  const int64_t first = std::clamp<int64_t>(d.offset_w, 0, l.width);
+  const int64_t last = std::clamp<int64_t>(d.offset_w + d.W, first, l.width);
+  for (int64_t c = 0; c < d.C_per_group(); ++c) {
+    const T* plane = x + c * d.H * d.W;
+    for (size_t a = 0; a < l.phases_h.size(); ++a) {
+      for (size_t b = 0; b < l.phases_w.size(); ++b) {
+        T* out = buffer + c * l.channel + (a * l.phases_w.size() + b) * l.plane;
+        for (int64_t i = 0; i < l.phase_rows; ++i, out += l.width) {
+          const int64_t h = real_index((row0 + i) * d.stride_h + l.phases_h[a], d.offset_h, d.up_h, d.H);
+          if (h < 0) {
+            std::fill(out, out + l.width, T(0));
+          } else if (dense_columns) {
+            std::fill(out, out + first, T(0));
+            std::copy(plane + h * d.W + first - d.offset_w, plane + h * d.W + last - d.offset_w, out + first);
+            std::fill(out + last, out + l.width, T(0));
+          } else {
+            const int64_t* map = l.columns[b].data();
+            for (int64_t col = 0; col < l.width; ++col) out[col] = map[col] < 0 ? T(0) : plane[h * d.W + map[col]];
+          }
+        }
+      }
+    }
+  }
+}
+
+// out[j][0 .. KV*L) = sum_t x[tap_offsets[t] + j] * w[t][0 .. KV*L) for j < J: channels across lanes.
+template <typename T, int KV, int J>
+void channel_tile(const T* x, const int64_t* tap_offsets, int64_t taps, const T* w, int64_t w_block_stride, T* out) {
+  using S = Simd<T>;
+  typename S::Vec acc[J][KV];
+  for (int j = 0; j < J; ++j)
+    for (int v = 0; v < KV; ++v) acc[j][v] = S::zero();
+  for (int64_t t = 0; t < taps; ++t) {
+    const T* xt = x + tap_offsets[t];
+    typename S::Vec wv[KV];
+    for (int v = 0; v < KV; ++v) wv[v] = S::load(w + v * w_block_stride + t * S::lanes);
+    for (int j = 0; j < J; ++j) {
+      const T xs = xt[j];
+      for (int v = 0; v < KV; ++v) acc[j][v] += wv[v] * xs;
+    }
+  }
+  for (int j = 0; j < J; ++j)
+    for (int v = 0; v < KV; ++v) S::store(out + (j * KV + v) * S::lanes, acc[j][v]);
+}
+
+// out[kb][0 .. U*L) = sum_t w[t][kb] * x[tap_offsets[t] + 0 .. U*L) for kb < KB: pixels across lanes.
+template <typename T, int KB, int U>
+void pixel_tile(const T* x, const int64_t* tap_offsets, int64_t taps, const T* w, T* out) {
+  using S = Simd<T>;
+  typename S::Vec acc[KB][U];
+  for (int k = 0; k < KB; ++k)
+    for (int u = 0; u < U; ++u) acc[k][u] = S::zero();
+  for (int64_t t = 0; t < taps; ++t) {
+    const T* xt = x + tap_offsets[t];
+    typename S::Vec xv[U];
+    for (int u = 0; u < U; ++u) xv[u] = S::load(xt + u * S::lanes);
+    for (int k = 0; k < KB; ++k) {
+      const T wk = w[t * KB + k];
+      for (int u = 0; u < U; ++u) acc[k][u] += xv[u] * wk;
+    }
+  }
+  for (int k = 0; k < KB; ++k)
+    for (int u = 0; u < U; ++u) S::store(out + (k * U + u) * S::lanes, acc[k][u]);
+}
+
+// packed[g][block][t][0 .. block_size) = w[g*Kg + block*block_size + i][t], zero past Kg.
+template <typename T>
+std::vector<T> pack_weights(const DirectProblem& d, const T* w, int64_t block_size) {
+  const int64_t Kg = d.K_per_group(), taps = d.C_per_group() * d.R * d.S, blocks = div_up(Kg, block_size);
+  std::vector<T> packed(d.groups * blocks * taps * block_size, T(0));
+  for (int64_t g = 0; g < d.groups; ++g)
+    for (int64_t k = 0; k < Kg; ++k)
+      for (int64_t t = 0; t < taps; ++t)
+        packed[((g * blocks + k / block_size) * taps + t) * block_size + k % block_size] = w[(g * Kg + k) * taps + t];
+  return packed;
+}
+
+// Writes tile results back: pixel m of the staged rows is output (row0 + m / width, m % width).
+struct PixelWriter {
+  const StagedLayout& layout;
+  int64_t row0, P, Q;
+  // Calls put(j, index, length): the tile's pixels m0 + j .. m0 + j + length are outputs index .. index +
+  // length of the plane (one run per staged row; the columns past Q and rows past P are dropped).
+  template <typename Put>
+  void operator()(int64_t m0, int64_t count, const Put& put) const {
+    int64_t row = m0 / layout.width, col = m0 % layout.width;
+    for (int64_t j = 0; j < count && row < layout.rows && row0 + row < P; ++row, col = 0) {
+      const int64_t run = std::min(count - j, layout.width - col);
+      if (col < Q) put(j, (row0 + row) * Q + col, std::min(run, Q - col));
+      j += run;
+    }
+  }
+};
+
+enum class Kernel { channel_tile, pixel_tile };
+
+// The one place a kernel is chosen: output channels across the lanes when a group has at least a vector
+// of them (dense layers), else pixels across the lanes (single channel, depthwise, few channels).
+Kernel choose_kernel(const DirectProblem& d, int lanes) {
+  return d.K_per_group() >= lanes ? Kernel::channel_tile : Kernel::pixel_tile;
+}
+
+template <typename T>
+struct Runner {
+  using S = Simd<T>;
+  const DirectProblem& d;
+  const StagedLayout& layout;
+  const T* bias;
+
+  int64_t pixels() const { return layout.rows * layout.width; }
+
+  // One task's outputs for image n, group g, from the staged buffer, with channel_tile.
+  template <int KV, int J>
+  void channel_block(const T* staged, const T* packed, int64_t block, int64_t n, int64_t g, int64_t row0,
+                     T* y) const {
+    const int64_t Kg = d.K_per_group(), taps = layout.tap_offsets.size();
+    const int64_t k0 = block * S::lanes, kcount = std::min<int64_t>(KV * S::lanes, Kg - k0);
+    const PixelWriter write{layout, row0, d.P, d.Q};
+    alignas(64) T out[J * KV * S::lanes];
+    for (int64_t m0 = 0; m0 < pixels(); m0 += J) {
+      channel_tile<T, KV, J>(staged + m0, layout.tap_offsets.data(), taps, packed + block * taps * S::lanes,
+                             taps * S::lanes, out);
+      for (int64_t k = 0; k < kcount; ++k) {
+        const int64_t channel = g * Kg + k0 + k;
+        T* y_plane = y + (n * d.K + channel) * d.P * d.Q;
+        const T b = bias ? bias[channel] : T(0);
+        write(m0, J, [&](int64_t j, int64_t index, int64_t length) {
+          for (int64_t i = 0; i < length; ++i) y_plane[index + i] = out[(j + i) * KV * S::lanes + k] + b;
+        });
+      }
+    }
+  }
+
+  template <int KB>
+  void pixel_block(const T* staged, const T* packed, int64_t block, int64_t n, int64_t g, int64_t row0, T* y) const {
+    constexpr int U = std::clamp(kAccumulators / KB, 1, 8);
+    constexpr int64_t tile = U * S::lanes;
+    const int64_t Kg = d.K_per_group(), taps = layout.tap_offsets.size();
+    const int64_t k0 = block * KB, kcount = std::min<int64_t>(KB, Kg - k0);
+    const PixelWriter write{layout, row0, d.P, d.Q};
+    alignas(64) T out[KB * tile];
+    for (int64_t m0 = 0; m0 < pixels(); m0 += tile) {
+      pixel_tile<T, KB, U>(staged + m0, layout.tap_offsets.data(), taps, packed + block * taps * KB, out);
+      for (int64_t k = 0; k < kcount; ++k) {
+        const int64_t channel = g * Kg + k0 + k;
+        T* y_plane = y + (n * d.K + channel) * d.P * d.Q;
+        const T b = bias ? bias[channel] : T(0);
+        const T* values = out + k * tile;
+        write(m0, tile, [&](int64_t j, int64_t index, int64_t length) {
+          for (int64_t i = 0; i < length; ++i) y_plane[index + i] = values[j + i] + b;
+        });
+      }
+    }
+  }
+};
+
+// Output channels per pixel_tile block: all of a small group, else 8 at a time.
+constexpr int64_t kMaxPixelBlock = 8;
+
+template <typename T, int KB>
+void run_pixel_blocks(const Runner<T>& runner, const T* staged, const T* packed, int64_t blocks, int64_t n,
+                      int64_t g, int64_t row0, T* y) {
+  for (int64_t block = 0; block < blocks; ++block) runner.template pixel_block<KB>(staged, packed, block, n, g, row0, y);
+}
+
+}  // namespace
+
+template <typename T>
+void direct_correlation(const DirectProblem& d, const T* x, const T* w, const T* bias, T* y) {
+  using S = Simd<T>;
+  const int64_t Kg = d.K_per_group(), Cg = d.C_per_group();
+  if (d.N == 0 || d.K == 0 || d.P == 0 || d.Q == 0) return;
+  const Kernel kernel = choose_kernel(d, S::lanes);
+  const int64_t block_size = kernel == Kernel::channel_tile ? S::lanes : std::min(Kg, kMaxPixelBlock);
+  const int64_t blocks = div_up(Kg, block_size);
+  const std::vector<T> packed = pack_weights(d, w, block_size);
+  const int64_t group_packed = blocks * Cg * d.R * d.S * block_size;
+
+  // Rows per task: the staged block near kStagedBytes, but enough tasks to keep every thread busy.
+  const StagedLayout one_row = make_layout(d, 1);
+  const int64_t row_bytes = std::max<int64_t>(1, one_row.channel / one_row.phase_rows * Cg * sizeof(T));
+  int64_t rows = std::clamp<int64_t>(kStagedBytes / row_bytes, 1, d.P);
+  const int64_t wanted_tasks = 4 * at::get_num_threads();
+  while (rows > 1 && d.N * d.groups * div_up(d.P, rows) < wanted_tasks) rows = div_up(rows, 2);
+  const StagedLayout layout = make_layout(d, rows);
+  const int64_t row_blocks = div_up(d.P, rows);
+  const Runner<T> runner{d, layout, bias};
+  const int64_t task_work = rows * d.Q * Kg * Cg * d.R * d.S;
+
+  at::parallel_for(0, d.N * d.groups * row_blocks, std::max<int64_t>(1, kMinWorkPerThread / task_work),
+                   [&](int64_t begin, int64_t end) {
+    std::vector<T> staged(layout.size, T(0));
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t row0 = task % row_blocks * rows, ng = task / row_blocks, g = ng % d.groups, n = ng / d.groups;
+      stage(d, layout, x + (n * d.C + g * Cg) * d.H * d.W, row0, staged.data());
+      const T* group_weights = packed.data() + g * group_packed;
+      if (kernel == Kernel::channel_tile) {
+        constexpr int J2 = kAccumulators / 2, J1 = kAccumulators;
+        int64_t block = 0;
+        for (; block + 1 < blocks; block += 2)
+          runner.template channel_block<2, J2>(staged.data(), group_weights, block, n, g, row0, y);
+        if (block < blocks) runner.template channel_block<1, J1>(staged.data(), group_weights, block, n, g, row0, y);
+        continue;
+      }
+      switch (block_size) {
+#define TORCHCORR_PIXEL_CASE(KB) \
+  case KB: run_pixel_blocks<T, KB>(runner, staged.data(), group_weights, blocks, n, g, row0, y); break;
+        TORCHCORR_PIXEL_CASE(1) TORCHCORR_PIXEL_CASE(2) TORCHCORR_PIXEL_CASE(3) TORCHCORR_PIXEL_CASE(4)
+        TORCHCORR_PIXEL_CASE(5) TORCHCORR_PIXEL_CASE(6) TORCHCORR_PIXEL_CASE(7) TORCHCORR_PIXEL_CASE(8)
+#undef TORCHCORR_PIXEL_CASE
+      }
+    }
+  });
+}
+
+template void direct_correlation<float>(const DirectProblem&, const float*, const float*, const float*, float*);
+template void direct_correlation<double>(const DirectProblem&, const double*, const double*, const double*, double*);
+
+}  // namespace torchcorr::cpu

@@ -1,0 +1,36 @@
+// The direct correlation engine behind the CPU forward pass and input gradient.
+//
+// Both are one computation over a "virtual input" V: the real planes X (H x W) upsampled by `up`
+// (up - 1 zeros between samples) and shifted by `offset` zeros,
+//   V(i, j) = X((i - offset_h) / up_h, (j - offset_w) / up_w)  when both divisions are exact and land in X, else 0,
+//   y[n,k,p,q] = bias[k] + sum_{c,r,s} V[n, g*Cg + c](p*sh + r*dh, q*sw + s*dw) * w[k,c,r,s]   (g = k / Kg).
+// Forward: V = x zero-padded (up 1, offset = padding). Input gradient: V = gy upsampled by the stride and
+// offset by dilation*(kernel - 1) - padding, read with stride 1 through the flipped kernel whose channel
+// axes are swapped (see input_grad_problem).
+#pragma once
+
+#include "../corr2d.h"
+
+namespace torchcorr::cpu {
+
+struct DirectProblem {
+  int64_t N, C, H, W;  // real input planes
+  int64_t K, R, S, groups;
+  int64_t P, Q;  // output
+  int64_t stride_h, stride_w, dilation_h, dilation_w;
+  int64_t up_h, up_w, offset_h, offset_w;
+
+  int64_t C_per_group() const { return C / groups; }
+  int64_t K_per_group() const { return K / groups; }
+};
+
+DirectProblem forward_problem(const Corr2dProblem& p);
+// gx = corr(V(gy), w') with w'[g*Cg + c, k, r, s] = w[g*Kg + k, c, R-1-r, S-1-s].
+DirectProblem input_grad_problem(const Corr2dProblem& p);
+
+// y (N x K x P x Q, contiguous) from contiguous x (N x C x H x W) and w (K x C/groups x R x S);
+// bias may be null. Each output is one task's sum over (c, r, s) in that order: deterministic.
+template <typename T>
+void direct_correlation(const DirectProblem& d, const T* x, const T* w, const T* bias, T* y);
+
+}  // namespace torchcorr::cpu
