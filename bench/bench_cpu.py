@@ -188,8 +188,8 @@ def steady_malloc():
 # ---- shapes, inputs and the correctness checks ----
 
 def output_size(shape):
-    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = shape.kernel, *map(_pair, (shape.stride, shape.padding,
-                                                                        shape.dilation))
+    kh, kw = shape.kernel
+    (sh, sw), (ph, pw), (dh, dw) = _pair(shape.stride), _pair(shape.padding), _pair(shape.dilation)
     p = (shape.h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
     q = (shape.w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
     return p, q
@@ -484,8 +484,11 @@ def main(argv=None):
           f"torchcorr {machine['torchcorr']} ({machine['simd']}) | "
           f"OpenCV {machine['opencv']} ({machine['opencv_threads']} threads) | {machine['date']} | "
           f"load average {machine['load_average_1min']:.2f}")
-    print(f"# {len(shapes)} shapes, min_run_time {min_run_time:g} s per measurement, malloc {malloc}\n",
-          flush=True)
+    print(f"# {len(shapes)} shapes, min_run_time {min_run_time:g} s per measurement, malloc {malloc}")
+    if machine["load_average_1min"] >= os.cpu_count() / 2:
+        print("# WARNING: the machine is busy; a parallel call then waits for threads that other processes "
+              "hold,\n# so times can be many times too long (both libraries, unevenly): rerun when it is quiet")
+    print(flush=True)
 
     start = time.perf_counter()
     measurements, rows = [], []
