@@ -1,0 +1,64 @@
+"""The CPU benchmark runs end to end on a tiny shape, and refuses to time a wrong result."""
+
+import importlib.util
+import json
+import os
+
+import pytest
+import torch
+
+import torchcorr
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BENCH = os.path.join(ROOT, "bench")
+
+pytestmark = pytest.mark.skipif(not torchcorr.native_available("cpu"), reason="no native CPU kernels")
+
+
+@pytest.fixture
+def bench_cpu(monkeypatch):
+    """bench/bench_cpu.py as a module, its suite replaced by one tiny single-channel shape (peers included)."""
+    monkeypatch.syspath_prepend(BENCH)  # for bench/plot.py
+    spec = importlib.util.spec_from_file_location("bench_cpu", os.path.join(BENCH, "bench_cpu.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    monkeypatch.setattr(module, "SHAPES", [module.Shape("single_24_k3", "weak", 1, 1, 24, 24, 1, (3, 3),
+                                                        padding=1, suite="baseline")])
+    return module
+
+
+def run(bench_cpu, tmp_path):
+    bench_cpu.main(["--shapes", "single_24_k3", "--min-run-time", "0.01", "--default-malloc",
+                    "--out", str(tmp_path / "cpu.json"), "--plot", str(tmp_path / "cpu.png")])
+
+
+def test_report_has_timings_peers_and_verdicts(bench_cpu, tmp_path, capsys):
+    threads = torch.get_num_threads()
+    run(bench_cpu, tmp_path)
+    assert torch.get_num_threads() == threads
+    with open(tmp_path / "cpu.json") as f:
+        report = json.load(f)
+    assert {"cpu", "threads", "torch", "simd", "date", "opencv_threads"} <= report["machine"].keys()
+    (row,) = report["rows"]
+    for key in ("torch fwd ms", "torchcorr fwd ms", "torch fwd+bwd ms", "torchcorr fwd+bwd ms",
+                "speedup fwd", "speedup fwd+bwd", "opencv fwd ms", "scipy fwd ms", "torchcorr/opencv fwd"):
+        assert row[key] > 0, key
+    assert [s["suite"] for s in report["speedup_stats"]] == ["all"]
+    targets = {t["target"]: t for t in report["targets"]}
+    assert len(targets) == 4  # the three weak targets and the OpenCV one; no dense shape ran
+    assert all(isinstance(t["pass"], bool) for t in targets.values())
+    assert os.path.getsize(tmp_path / "cpu.png") > 0
+    assert "single_24_k3: torchcorr fwd <= 1.5x cv2.filter2D" in capsys.readouterr().out
+
+
+def test_wrong_result_aborts_before_timing(bench_cpu, tmp_path, monkeypatch):
+    monkeypatch.setitem(bench_cpu.LIBRARIES, "torchcorr", lambda *args: torchcorr.corr2d(*args) + 1)
+    with pytest.raises(SystemExit, match="ABORT: torchcorr output differs"):
+        run(bench_cpu, tmp_path)
+    assert not (tmp_path / "cpu.json").exists()
+
+
+def test_wrong_peer_aborts(bench_cpu, tmp_path, monkeypatch):
+    monkeypatch.setitem(bench_cpu.PEERS, "opencv", lambda image, kernel, bias: image)
+    with pytest.raises(SystemExit, match="ABORT: opencv output differs"):
+        run(bench_cpu, tmp_path)
