@@ -21,6 +21,7 @@
 
 #include "cpu_kernel_utils.h"
 #include "simd.h"
+#include "staging.h"
 
 #include <ATen/Parallel.h>
 
@@ -41,101 +42,6 @@ DirectProblem input_grad_problem(const Corr2dProblem& p) {
 
 namespace {
 
-// Accumulator registers a kernel may use (the rest hold loaded operands).
-constexpr int kAccumulators = kVectorRegisters * 3 / 4;
-// Staged rows per task aim at this many bytes (half of a typical 1-2 MiB L2).
-constexpr int64_t kStagedBytes = 256 << 10;
-constexpr int64_t kMaxTile = 512;  // no kernel reads further than this past its first pixel
-
-// Real index of virtual coordinate i, or -1 for a zero (padding or an upsampling gap).
-int64_t real_index(int64_t i, int64_t offset, int64_t up, int64_t size) {
-  const int64_t shifted = i - offset;
-  if (shifted < 0 || shifted % up != 0) return -1;
-  const int64_t real = shifted / up;
-  return real < size ? real : -1;
-}
-
-// Where a task's staged rows live, the same for every task of a call.
-struct StagedLayout {
-  int64_t rows;        // output rows per task
-  int64_t width;       // staged row width: Q plus the columns the widest tap reaches
-  int64_t phase_rows;  // staged rows per phase: rows plus the rows the tallest tap reaches
-  std::vector<int64_t> phases_h, phases_w;  // stride phases some tap reads
-  int64_t plane, channel, size;             // element counts: one phase plane, one channel, the buffer
-  std::vector<int64_t> tap_offsets;         // per (c, r, s)
-  std::vector<std::vector<int64_t>> columns;  // per phase_w: real column of each staged column, or -1
-};
-
-// The stride phases (t * dilation) % stride that the taps t < taps read, in increasing order.
-std::vector<int64_t> used_phases(int64_t taps, int64_t dilation, int64_t stride) {
-  std::vector<int64_t> phases;
-  for (int64_t t = 0; t < taps; ++t) phases.push_back(t * dilation % stride);
-  std::sort(phases.begin(), phases.end());
-  phases.erase(std::unique(phases.begin(), phases.end()), phases.end());
-  return phases;
-}
-
-int64_t phase_index(const std::vector<int64_t>& phases, int64_t phase) {
-  return std::lower_bound(phases.begin(), phases.end(), phase) - phases.begin();
-}
-
-StagedLayout make_layout(const DirectProblem& d, int64_t rows) {
-  StagedLayout l;
-  l.rows = rows;
-  l.width = d.Q + (d.S - 1) * d.dilation_w / d.stride_w;
-  l.phase_rows = rows + (d.R - 1) * d.dilation_h / d.stride_h;
-  l.phases_h = used_phases(d.R, d.dilation_h, d.stride_h);
-  l.phases_w = used_phases(d.S, d.dilation_w, d.stride_w);
-  l.plane = l.phase_rows * l.width;
-  l.channel = l.plane * static_cast<int64_t>(l.phases_h.size() * l.phases_w.size());
-  // Slack for the last tile, which reads up to kMaxTile pixels past the staged rows, across the halo.
-  l.size = d.C_per_group() * l.channel + (l.width - d.Q) + kMaxTile;
-  const int64_t phases_w = l.phases_w.size();
-  for (int64_t c = 0; c < d.C_per_group(); ++c)
-    for (int64_t r = 0; r < d.R; ++r)
-      for (int64_t s = 0; s < d.S; ++s) {
-        const int64_t vr = r * d.dilation_h, vs = s * d.dilation_w;
-        const int64_t phase =
-            phase_index(l.phases_h, vr % d.stride_h) * phases_w + phase_index(l.phases_w, vs % d.stride_w);
-        l.tap_offsets.push_back(c * l.channel + phase * l.plane + vr / d.stride_h * l.width + vs / d.stride_w);
-      }
-  for (int64_t b : l.phases_w) {
-    std::vector<int64_t> map(l.width);
-    for (int64_t col = 0; col < l.width; ++col) map[col] = real_index(col * d.stride_w + b, d.offset_w, d.up_w, d.W);
-    l.columns.push_back(std::move(map));
-  }
-  return l;
-}
-
-// Stage V for output rows [row0, row0 + l.rows) of one image's group (Cg real planes at x).
-template <typename T>
-void stage(const DirectProblem& d, const StagedLayout& l, const T* x, int64_t row0, T* buffer) {
-  const bool dense_columns = d.stride_w == 1 && d.up_w == 1;
-  // Staged columns [first, last) read real columns first - offset_w.. without gaps.
-  const int64_t first = std::clamp<int64_t>(d.offset_w, 0, l.width);
-  const int64_t last = std::clamp<int64_t>(d.offset_w + d.W, first, l.width);
-  for (int64_t c = 0; c < d.C_per_group(); ++c) {
-    const T* plane = x + c * d.H * d.W;
-    for (size_t a = 0; a < l.phases_h.size(); ++a) {
-      for (size_t b = 0; b < l.phases_w.size(); ++b) {
-        T* out = buffer + c * l.channel + (a * l.phases_w.size() + b) * l.plane;
-        for (int64_t i = 0; i < l.phase_rows; ++i, out += l.width) {
-          const int64_t h = real_index((row0 + i) * d.stride_h + l.phases_h[a], d.offset_h, d.up_h, d.H);
-          if (h < 0) {
-            std::fill(out, out + l.width, T(0));
-          } else if (dense_columns) {
-            std::fill(out, out + first, T(0));
-            std::copy(plane + h * d.W + first - d.offset_w, plane + h * d.W + last - d.offset_w, out + first);
-            std::fill(out + last, out + l.width, T(0));
-          } else {
-            const int64_t* map = l.columns[b].data();
-            for (int64_t col = 0; col < l.width; ++col) out[col] = map[col] < 0 ? T(0) : plane[h * d.W + map[col]];
-          }
-        }
-      }
-    }
-  }
-}
 
 // out[j][0 .. KV*L) = sum_t x[tap_offsets[t] + j] * w[t][0 .. KV*L) for j < J: channels across lanes.
 template <typename T, int KV, int J>
@@ -291,9 +197,7 @@ void direct_correlation(const DirectProblem& d, const T* x, const T* w, const T*
   const int64_t group_packed = blocks * Cg * d.R * d.S * block_size;
 
   // Rows per task: the staged block near kStagedBytes, but enough tasks to keep every thread busy.
-  const StagedLayout one_row = make_layout(d, 1);
-  const int64_t row_bytes = std::max<int64_t>(1, one_row.channel / one_row.phase_rows * Cg * sizeof(T));
-  int64_t rows = std::clamp<int64_t>(kStagedBytes / row_bytes, 1, d.P);
+  int64_t rows = staged_rows(d, 0, sizeof(T));
   const int64_t wanted_tasks = 4 * at::get_num_threads();
   while (rows > 1 && d.N * d.groups * div_up(d.P, rows) < wanted_tasks) rows = div_up(rows, 2);
   const StagedLayout layout = make_layout(d, rows);

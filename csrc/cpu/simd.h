@@ -19,6 +19,9 @@ constexpr int kVectorBytes = 16;
 constexpr int kVectorRegisters = 16;
 #endif
 
+// Accumulator registers a register-blocked kernel may use (the rest hold loaded operands).
+constexpr int kAccumulators = kVectorRegisters * 3 / 4;
+
 template <typename T>
 struct Simd {
   typedef T Vec __attribute__((vector_size(kVectorBytes)));

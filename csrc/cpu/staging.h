@@ -1,0 +1,116 @@
+// Staging: the rows of the virtual input (direct_corr.h) that a block of output rows reads, copied into a
+// cache-resident buffer split by stride phase. Phase (a, b) holds V(i*sh + a, j*sw + b), so every tap
+// (c, r, s) of every output pixel becomes a unit-stride read at tap_offsets[c,r,s] + pixel, with
+// pixel = row * width + column over the block's staged rows (columns >= Q exist, read zeros or halo,
+// and their results are dropped). Padding, upsampling, stride and dilation all disappear here.
+#pragma once
+
+#include "direct_corr.h"
+
+#include <algorithm>
+#include <vector>
+
+namespace torchcorr::cpu {
+
+constexpr int64_t kMaxTile = 512;  // no kernel reads further than this past its first pixel
+
+// Real index of virtual coordinate i, or -1 for a zero (padding or an upsampling gap).
+inline int64_t real_index(int64_t i, int64_t offset, int64_t up, int64_t size) {
+  const int64_t shifted = i - offset;
+  if (shifted < 0 || shifted % up != 0) return -1;
+  const int64_t real = shifted / up;
+  return real < size ? real : -1;
+}
+
+// Where a task's staged rows live, the same for every task of a call.
+struct StagedLayout {
+  int64_t rows;        // output rows per task
+  int64_t width;       // staged row width: Q plus the columns the widest tap reaches
+  int64_t phase_rows;  // staged rows per phase: rows plus the rows the tallest tap reaches
+  std::vector<int64_t> phases_h, phases_w;  // stride phases some tap reads
+  int64_t plane, channel, size;             // element counts: one phase plane, one channel, the buffer
+  std::vector<int64_t> tap_offsets;         // per (c, r, s)
+  std::vector<std::vector<int64_t>> columns;  // per phase_w: real column of each staged column, or -1
+};
+
+// The stride phases (t * dilation) % stride that the taps t < taps read, in increasing order.
+inline std::vector<int64_t> used_phases(int64_t taps, int64_t dilation, int64_t stride) {
+  std::vector<int64_t> phases;
+  for (int64_t t = 0; t < taps; ++t) phases.push_back(t * dilation % stride);
+  std::sort(phases.begin(), phases.end());
+  phases.erase(std::unique(phases.begin(), phases.end()), phases.end());
+  return phases;
+}
+
+inline int64_t phase_index(const std::vector<int64_t>& phases, int64_t phase) {
+  return std::lower_bound(phases.begin(), phases.end(), phase) - phases.begin();
+}
+
+inline StagedLayout make_layout(const DirectProblem& d, int64_t rows) {
+  StagedLayout l;
+  l.rows = rows;
+  l.width = d.Q + (d.S - 1) * d.dilation_w / d.stride_w;
+  l.phase_rows = rows + (d.R - 1) * d.dilation_h / d.stride_h;
+  l.phases_h = used_phases(d.R, d.dilation_h, d.stride_h);
+  l.phases_w = used_phases(d.S, d.dilation_w, d.stride_w);
+  l.plane = l.phase_rows * l.width;
+  l.channel = l.plane * static_cast<int64_t>(l.phases_h.size() * l.phases_w.size());
+  // Slack for the last tile, which reads up to kMaxTile pixels past the staged rows, across the halo.
+  l.size = d.C_per_group() * l.channel + (l.width - d.Q) + kMaxTile;
+  const int64_t phases_w = l.phases_w.size();
+  for (int64_t c = 0; c < d.C_per_group(); ++c)
+    for (int64_t r = 0; r < d.R; ++r)
+      for (int64_t s = 0; s < d.S; ++s) {
+        const int64_t vr = r * d.dilation_h, vs = s * d.dilation_w;
+        const int64_t phase =
+            phase_index(l.phases_h, vr % d.stride_h) * phases_w + phase_index(l.phases_w, vs % d.stride_w);
+        l.tap_offsets.push_back(c * l.channel + phase * l.plane + vr / d.stride_h * l.width + vs / d.stride_w);
+      }
+  for (int64_t b : l.phases_w) {
+    std::vector<int64_t> map(l.width);
+    for (int64_t col = 0; col < l.width; ++col) map[col] = real_index(col * d.stride_w + b, d.offset_w, d.up_w, d.W);
+    l.columns.push_back(std::move(map));
+  }
+  return l;
+}
+
+// Output rows per block so that the staged rows (plus extra_row_bytes per output row) fill about half of a
+// typical 1-2 MiB L2 cache. A function of the sizes alone.
+inline int64_t staged_rows(const DirectProblem& d, int64_t extra_row_bytes, int64_t element_size) {
+  constexpr int64_t kStagedBytes = 256 << 10;
+  const StagedLayout one_row = make_layout(d, 1);
+  const int64_t row_bytes = one_row.channel / one_row.phase_rows * d.C_per_group() * element_size + extra_row_bytes;
+  return std::clamp<int64_t>(kStagedBytes / std::max<int64_t>(1, row_bytes), 1, std::max<int64_t>(1, d.P));
+}
+
+// Stage V for output rows [row0, row0 + l.rows) of one image's group (Cg real planes at x).
+template <typename T>
+void stage(const DirectProblem& d, const StagedLayout& l, const T* x, int64_t row0, T* buffer) {
+  const bool dense_columns = d.stride_w == 1 && d.up_w == 1;
+  // Staged columns [first, last) read real columns first - offset_w.. without gaps.
+  const int64_t first = std::clamp<int64_t>(d.offset_w, 0, l.width);
+  const int64_t last = std::clamp<int64_t>(d.offset_w + d.W, first, l.width);
+  for (int64_t c = 0; c < d.C_per_group(); ++c) {
+    const T* plane = x + c * d.H * d.W;
+    for (size_t a = 0; a < l.phases_h.size(); ++a) {
+      for (size_t b = 0; b < l.phases_w.size(); ++b) {
+        T* out = buffer + c * l.channel + (a * l.phases_w.size() + b) * l.plane;
+        for (int64_t i = 0; i < l.phase_rows; ++i, out += l.width) {
+          const int64_t h = real_index((row0 + i) * d.stride_h + l.phases_h[a], d.offset_h, d.up_h, d.H);
+          if (h < 0) {
+            std::fill(out, out + l.width, T(0));
+          } else if (dense_columns) {
+            std::fill(out, out + first, T(0));
+            std::copy(plane + h * d.W + first - d.offset_w, plane + h * d.W + last - d.offset_w, out + first);
+            std::fill(out + last, out + l.width, T(0));
+          } else {
+            const int64_t* map = l.columns[b].data();
+            for (int64_t col = 0; col < l.width; ++col) out[col] = map[col] < 0 ? T(0) : plane[h * d.W + map[col]];
+          }
+        }
+      }
+    }
+  }
+}
+
+}  // namespace torchcorr::cpu
