@@ -41,7 +41,8 @@ import torch  # noqa: E402  (CUDA_HOME must be set before cpp_extension reads it
 from torch.utils import cpp_extension  # noqa: E402
 
 
-CPU_SOURCES = sorted(glob.glob("csrc/*.cpp") + glob.glob("csrc/cpu/*.cpp") + glob.glob("csrc/autocast/*.cpp"))
+CPU_SOURCES = sorted(glob.glob("csrc/*.cpp") + glob.glob("csrc/cpu/*.cpp") + glob.glob("csrc/autocast/*.cpp")
+                     + glob.glob("csrc/autograd/*.cpp"))
 CUDA_SOURCES = sorted(glob.glob("csrc/cuda/*.cu") + glob.glob("csrc/cuda/*.cpp"))
 
 

@@ -20,7 +20,7 @@ at::Tensor corr2d_forward_cpu(const at::Tensor& input, const at::Tensor& weight,
   auto y = at::empty({p.N, p.K, p.P, p.Q}, x.options());
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "corr2d_forward_cpu", [&] {
     direct_correlation<scalar_t>(forward_problem(p), x.const_data_ptr<scalar_t>(), w.const_data_ptr<scalar_t>(),
-                                 b ? b->const_data_ptr<scalar_t>() : nullptr, y.mutable_data_ptr<scalar_t>());
+                                 WeightOrder::as_given, b ? b->const_data_ptr<scalar_t>() : nullptr, y.mutable_data_ptr<scalar_t>());
   });
   return to_result(y, input.scalar_type(), result_memory_format(input, weight));
 }

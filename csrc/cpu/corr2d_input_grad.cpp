@@ -17,18 +17,12 @@ at::Tensor corr2d_input_grad_cpu(const at::Tensor& grad_output, const at::Tensor
                                  at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups) {
   const auto p = check_input_grad("torchcorr.corr2d_input_grad", grad_output, weight, input_size, stride,
                                   padding, dilation, groups);
-  const auto gy = to_compute(grad_output);
-  // w'[g*Cg + c, k, r, s] = w[g*Kg + k, c, R-1-r, S-1-s]
-  const auto flipped = to_compute(weight)
-                           .view({groups, p.K_per_group(), p.C_per_group(), p.R, p.S})
-                           .transpose(1, 2)
-                           .flip({3, 4})
-                           .reshape({p.C, p.K_per_group(), p.R, p.S})
-                           .contiguous();
+  const auto gy = to_compute(grad_output), w = to_compute(weight);
   auto gx = at::empty({p.N, p.C, p.H, p.W}, gy.options());
   AT_DISPATCH_FLOATING_TYPES(gy.scalar_type(), "corr2d_input_grad_cpu", [&] {
     direct_correlation<scalar_t>(input_grad_problem(p), gy.const_data_ptr<scalar_t>(),
-                                 flipped.const_data_ptr<scalar_t>(), nullptr, gx.mutable_data_ptr<scalar_t>());
+                                 w.const_data_ptr<scalar_t>(), WeightOrder::adjoint, nullptr,
+                                 gx.mutable_data_ptr<scalar_t>());
   });
   return to_result(gx, grad_output.scalar_type(), result_memory_format(grad_output, weight));
 }

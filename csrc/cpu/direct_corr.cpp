@@ -85,13 +85,19 @@ void pixel_tile(const T* x, const int64_t* tap_offsets, int64_t taps, const T* w
 
 // packed[g][block][t][0 .. block_size) = w[g*Kg + block*block_size + i][t], zero past Kg.
 template <typename T>
-std::vector<T> pack_weights(const DirectProblem& d, const T* w, int64_t block_size) {
-  const int64_t Kg = d.K_per_group(), taps = d.C_per_group() * d.R * d.S, blocks = div_up(Kg, block_size);
+std::vector<T> pack_weights(const DirectProblem& d, const T* w, WeightOrder order, int64_t block_size) {
+  const int64_t Kg = d.K_per_group(), Cg = d.C_per_group(), RS = d.R * d.S, taps = Cg * RS;
+  const int64_t blocks = div_up(Kg, block_size);
   std::vector<T> packed(d.groups * blocks * taps * block_size, T(0));
   for (int64_t g = 0; g < d.groups; ++g)
     for (int64_t k = 0; k < Kg; ++k)
-      for (int64_t t = 0; t < taps; ++t)
-        packed[((g * blocks + k / block_size) * taps + t) * block_size + k % block_size] = w[(g * Kg + k) * taps + t];
+      for (int64_t c = 0; c < Cg; ++c)
+        for (int64_t rs = 0; rs < RS; ++rs) {
+          const int64_t t = c * RS + rs;
+          const T value = order == WeightOrder::as_given ? w[(g * Kg + k) * taps + t]
+                                                         : w[((g * Cg + c) * Kg + k) * RS + RS - 1 - rs];
+          packed[((g * blocks + k / block_size) * taps + t) * block_size + k % block_size] = value;
+        }
   return packed;
 }
 
@@ -186,14 +192,14 @@ void run_pixel_blocks(const Runner<T>& runner, const T* staged, const T* packed,
 }  // namespace
 
 template <typename T>
-void direct_correlation(const DirectProblem& d, const T* x, const T* w, const T* bias, T* y) {
+void direct_correlation(const DirectProblem& d, const T* x, const T* w, WeightOrder order, const T* bias, T* y) {
   using S = Simd<T>;
   const int64_t Kg = d.K_per_group(), Cg = d.C_per_group();
   if (d.N == 0 || d.K == 0 || d.P == 0 || d.Q == 0) return;
   const Kernel kernel = choose_kernel(d, S::lanes);
   const int64_t block_size = kernel == Kernel::channel_tile ? S::lanes : std::min(Kg, kMaxPixelBlock);
   const int64_t blocks = div_up(Kg, block_size);
-  const std::vector<T> packed = pack_weights(d, w, block_size);
+  const std::vector<T> packed = pack_weights(d, w, order, block_size);
   const int64_t group_packed = blocks * Cg * d.R * d.S * block_size;
 
   // Rows per task: the staged block near kStagedBytes, but enough tasks to keep every thread busy.
@@ -231,7 +237,9 @@ void direct_correlation(const DirectProblem& d, const T* x, const T* w, const T*
   });
 }
 
-template void direct_correlation<float>(const DirectProblem&, const float*, const float*, const float*, float*);
-template void direct_correlation<double>(const DirectProblem&, const double*, const double*, const double*, double*);
+template void direct_correlation<float>(const DirectProblem&, const float*, const float*, WeightOrder, const float*,
+                                        float*);
+template void direct_correlation<double>(const DirectProblem&, const double*, const double*, WeightOrder,
+                                         const double*, double*);
 
 }  // namespace torchcorr::cpu

@@ -25,12 +25,16 @@ struct DirectProblem {
 };
 
 DirectProblem forward_problem(const Corr2dProblem& p);
-// gx = corr(V(gy), w') with w'[g*Cg + c, k, r, s] = w[g*Kg + k, c, R-1-r, S-1-s].
+// gx = corr(V(gy), w') with w'[g*Cg + c, k, r, s] = w[g*Kg + k, c, R-1-r, S-1-s] (WeightOrder::adjoint).
 DirectProblem input_grad_problem(const Corr2dProblem& p);
 
-// y (N x K x P x Q, contiguous) from contiguous x (N x C x H x W) and w (K x C/groups x R x S);
-// bias may be null. Each output is one task's sum over (c, r, s) in that order: deterministic.
+// How w holds the kernel: as given (K x C/groups x R x S), or as the forward kernel whose adjoint is wanted
+// (C x K/groups x R x S, read as w'[g*Kg + k, c, r, s] = w[g*Cg + c, k, R-1-r, S-1-s]; see input_grad_problem).
+enum class WeightOrder { as_given, adjoint };
+
+// y (N x K x P x Q, contiguous) from contiguous x (N x C x H x W) and w; bias may be null.
+// Each output is one task's sum over (c, r, s) in that order: deterministic.
 template <typename T>
-void direct_correlation(const DirectProblem& d, const T* x, const T* w, const T* bias, T* y);
+void direct_correlation(const DirectProblem& d, const T* x, const T* w, WeightOrder order, const T* bias, T* y);
 
 }  // namespace torchcorr::cpu
