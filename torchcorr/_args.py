@@ -41,6 +41,8 @@ def flip_kernel(weight):
 
 def restore_rank(output: Tensor, input_rank: int) -> Tensor:
     """Undo the batching of a 3-D or 2-D input on the 4-D result."""
+    if input_rank == 4:
+        return output
     return output.reshape(output.shape[4 - input_rank:])
 
 
@@ -58,6 +60,8 @@ def _as_int(value):
 
 def _pair(op, name, value, minimum):
     """An int, or a sequence of one or two ints, as F.conv2d takes them -> a pair of ints."""
+    if type(value) is int and value >= minimum:  # the common case, kept cheap for small problems
+        return value, value
     pair = [value] if _as_int(value) is not None else value
     if isinstance(pair, (tuple, list, torch.Size)) and len(pair) in (1, 2):
         pair = [_as_int(v) for v in pair] * (3 - len(pair))

@@ -17,7 +17,7 @@ _warned_devices = set()
 
 
 def _use_native(device: torch.device) -> bool:
-    if _native.native_available(device):
+    if device.type in _native.NATIVE_DEVICE_TYPES:
         return True
     if _native.library is not None and device.type not in _warned_devices:
         _warned_devices.add(device.type)
@@ -37,7 +37,7 @@ def corr2d(input: Tensor, weight: Tensor, bias=None, stride=1, padding=0, dilati
     args = parse("torchcorr.corr2d", input, weight, bias, stride, padding, dilation, groups)
     problem = args[:7]
     if _use_native(args.input.device):
-        output = torch.ops.torchcorr.corr2d_forward(*problem)
+        output = torch.ops.torchcorr.corr2d_forward.default(*problem)
     else:
         output = corr2d_nchw(*problem)
     return restore_rank(output, args.input_rank)

@@ -145,10 +145,23 @@ class BiasGrad : public torch::autograd::Function<BiasGrad> {
   }
 };
 
+// Whether a call must be recorded for backward; when not, it goes straight to the kernel (inference).
+bool records(std::initializer_list<const at::Tensor*> tensors) {
+  if (!at::GradMode::is_enabled()) return false;
+  for (const at::Tensor* t : tensors)
+    if (t->defined() && t->requires_grad()) return true;
+  return false;
+}
+
 at::Tensor forward_autograd(const at::Tensor& x, const at::Tensor& w, const std::optional<at::Tensor>& b,
                             at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation,
                             int64_t groups) {
-  return Forward::apply(x, w, b, Config{stride.vec(), padding.vec(), dilation.vec(), groups});
+  const Config c{stride.vec(), padding.vec(), dilation.vec(), groups};
+  if (!records({&x, &w, b ? &*b : &x})) {
+    at::AutoDispatchBelowADInplaceOrView below_autograd;
+    return forward_op(x, w, b, c);
+  }
+  return Forward::apply(x, w, b, c);
 }
 
 at::Tensor input_grad_autograd(const at::Tensor& gy, const at::Tensor& w, c10::SymIntArrayRef input_size,

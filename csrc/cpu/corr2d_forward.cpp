@@ -18,9 +18,11 @@ at::Tensor corr2d_forward_cpu(const at::Tensor& input, const at::Tensor& weight,
   const auto x = to_compute(input), w = to_compute(weight);
   const auto b = bias.has_value() ? std::optional<at::Tensor>(to_compute(*bias)) : std::nullopt;
   auto y = at::empty({p.N, p.K, p.P, p.Q}, x.options());
+  const auto d = forward_problem(p);
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "corr2d_forward_cpu", [&] {
-    direct_correlation<scalar_t>(forward_problem(p), x.const_data_ptr<scalar_t>(), w.const_data_ptr<scalar_t>(),
-                                 WeightOrder::as_given, b ? b->const_data_ptr<scalar_t>() : nullptr, y.mutable_data_ptr<scalar_t>());
+    direct_correlation<scalar_t>(d, x.const_data_ptr<scalar_t>(), w.const_data_ptr<scalar_t>(), WeightOrder::as_given,
+                                 b ? b->const_data_ptr<scalar_t>() : nullptr, y.mutable_data_ptr<scalar_t>(),
+                                 OutputGrid::dense(d));
   });
   return to_result(y, input.scalar_type(), result_memory_format(input, weight));
 }

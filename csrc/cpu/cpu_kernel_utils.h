@@ -20,7 +20,8 @@ inline at::Tensor to_result(const at::Tensor& computed, at::ScalarType dtype, at
   return computed.to(dtype).contiguous(layout);
 }
 
-inline int64_t div_up(int64_t a, int64_t b) { return (a + b - 1) / b; }
+// ceil(a / b) for a >= 0, b > 0, without overflow for any b.
+inline int64_t div_up(int64_t a, int64_t b) { return a == 0 ? 0 : (a - 1) / b + 1; }
 
 // Below this many multiply-adds a thread is not worth waking.
 constexpr int64_t kMinWorkPerThread = 32768;

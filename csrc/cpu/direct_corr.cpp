@@ -104,15 +104,17 @@ std::vector<T> pack_weights(const DirectProblem& d, const T* w, WeightOrder orde
 // Writes tile results back: pixel m of the staged rows is output (row0 + m / width, m % width).
 struct PixelWriter {
   const StagedLayout& layout;
+  const OutputGrid& grid;
   int64_t row0, P, Q;
-  // Calls put(j, index, length): the tile's pixels m0 + j .. m0 + j + length are outputs index .. index +
-  // length of the plane (one run per staged row; the columns past Q and rows past P are dropped).
+  // Calls put(j, index, length): the tile's pixels m0 + j .. m0 + j + length are the plane's elements
+  // index, index + grid.step_w, ... (one run per staged row; the columns past Q and rows past P are dropped).
   template <typename Put>
   void operator()(int64_t m0, int64_t count, const Put& put) const {
     int64_t row = m0 / layout.width, col = m0 % layout.width;
     for (int64_t j = 0; j < count && row < layout.rows && row0 + row < P; ++row, col = 0) {
       const int64_t run = std::min(count - j, layout.width - col);
-      if (col < Q) put(j, (row0 + row) * Q + col, std::min(run, Q - col));
+      const int64_t index = ((row0 + row) * grid.step_h + grid.first_h) * grid.cols + col * grid.step_w + grid.first_w;
+      if (col < Q) put(j, index, std::min(run, Q - col));
       j += run;
     }
   }
@@ -131,6 +133,7 @@ struct Runner {
   using S = Simd<T>;
   const DirectProblem& d;
   const StagedLayout& layout;
+  const OutputGrid& grid;
   const T* bias;
 
   int64_t pixels() const { return layout.rows * layout.width; }
@@ -141,17 +144,18 @@ struct Runner {
                      T* y) const {
     const int64_t Kg = d.K_per_group(), taps = layout.tap_offsets.size();
     const int64_t k0 = block * S::lanes, kcount = std::min<int64_t>(KV * S::lanes, Kg - k0);
-    const PixelWriter write{layout, row0, d.P, d.Q};
+    const PixelWriter write{layout, grid, row0, d.P, d.Q};
+    const int64_t step = grid.step_w;
     alignas(64) T out[J * KV * S::lanes];
     for (int64_t m0 = 0; m0 < pixels(); m0 += J) {
       channel_tile<T, KV, J>(staged + m0, layout.tap_offsets.data(), taps, packed + block * taps * S::lanes,
                              taps * S::lanes, out);
       for (int64_t k = 0; k < kcount; ++k) {
         const int64_t channel = g * Kg + k0 + k;
-        T* y_plane = y + (n * d.K + channel) * d.P * d.Q;
+        T* y_plane = y + (n * d.K + channel) * grid.rows * grid.cols;
         const T b = bias ? bias[channel] : T(0);
         write(m0, J, [&](int64_t j, int64_t index, int64_t length) {
-          for (int64_t i = 0; i < length; ++i) y_plane[index + i] = out[(j + i) * KV * S::lanes + k] + b;
+          for (int64_t i = 0; i < length; ++i) y_plane[index + i * step] = out[(j + i) * KV * S::lanes + k] + b;
         });
       }
     }
@@ -163,17 +167,22 @@ struct Runner {
     constexpr int64_t tile = U * S::lanes;
     const int64_t Kg = d.K_per_group(), taps = layout.tap_offsets.size();
     const int64_t k0 = block * KB, kcount = std::min<int64_t>(KB, Kg - k0);
-    const PixelWriter write{layout, row0, d.P, d.Q};
+    const PixelWriter write{layout, grid, row0, d.P, d.Q};
+    const int64_t step = grid.step_w;
     alignas(64) T out[KB * tile];
     for (int64_t m0 = 0; m0 < pixels(); m0 += tile) {
       pixel_tile<T, KB, U>(staged + m0, layout.tap_offsets.data(), taps, packed + block * taps * KB, out);
       for (int64_t k = 0; k < kcount; ++k) {
         const int64_t channel = g * Kg + k0 + k;
-        T* y_plane = y + (n * d.K + channel) * d.P * d.Q;
+        T* y_plane = y + (n * d.K + channel) * grid.rows * grid.cols;
         const T b = bias ? bias[channel] : T(0);
         const T* values = out + k * tile;
         write(m0, tile, [&](int64_t j, int64_t index, int64_t length) {
-          for (int64_t i = 0; i < length; ++i) y_plane[index + i] = values[j + i] + b;
+          if (step == 1) {
+            for (int64_t i = 0; i < length; ++i) y_plane[index + i] = values[j + i] + b;
+          } else {
+            for (int64_t i = 0; i < length; ++i) y_plane[index + i * step] = values[j + i] + b;
+          }
         });
       }
     }
@@ -192,7 +201,8 @@ void run_pixel_blocks(const Runner<T>& runner, const T* staged, const T* packed,
 }  // namespace
 
 template <typename T>
-void direct_correlation(const DirectProblem& d, const T* x, const T* w, WeightOrder order, const T* bias, T* y) {
+void direct_correlation(const DirectProblem& d, const T* x, const T* w, WeightOrder order, const T* bias, T* y,
+                        const OutputGrid& grid) {
   using S = Simd<T>;
   const int64_t Kg = d.K_per_group(), Cg = d.C_per_group();
   if (d.N == 0 || d.K == 0 || d.P == 0 || d.Q == 0) return;
@@ -208,7 +218,7 @@ void direct_correlation(const DirectProblem& d, const T* x, const T* w, WeightOr
   while (rows > 1 && d.N * d.groups * div_up(d.P, rows) < wanted_tasks) rows = div_up(rows, 2);
   const StagedLayout layout = make_layout(d, rows);
   const int64_t row_blocks = div_up(d.P, rows);
-  const Runner<T> runner{d, layout, bias};
+  const Runner<T> runner{d, layout, grid, bias};
   const int64_t task_work = rows * d.Q * Kg * Cg * d.R * d.S;
 
   at::parallel_for(0, d.N * d.groups * row_blocks, std::max<int64_t>(1, kMinWorkPerThread / task_work),
@@ -238,8 +248,8 @@ void direct_correlation(const DirectProblem& d, const T* x, const T* w, WeightOr
 }
 
 template void direct_correlation<float>(const DirectProblem&, const float*, const float*, WeightOrder, const float*,
-                                        float*);
+                                        float*, const OutputGrid&);
 template void direct_correlation<double>(const DirectProblem&, const double*, const double*, WeightOrder,
-                                         const double*, double*);
+                                         const double*, double*, const OutputGrid&);
 
 }  // namespace torchcorr::cpu

@@ -32,9 +32,17 @@ DirectProblem input_grad_problem(const Corr2dProblem& p);
 // (C x K/groups x R x S, read as w'[g*Kg + k, c, r, s] = w[g*Cg + c, k, R-1-r, S-1-s]; see input_grad_problem).
 enum class WeightOrder { as_given, adjoint };
 
-// y (N x K x P x Q, contiguous) from contiguous x (N x C x H x W) and w; bias may be null.
+// Where the outputs go: output (p, q) is element (p*step_h + first_h, q*step_w + first_w) of planes of
+// rows x cols (the input gradient of a strided correlation is computed one stride phase at a time).
+struct OutputGrid {
+  int64_t step_h, step_w, first_h, first_w, rows, cols;
+  static OutputGrid dense(const DirectProblem& d) { return {1, 1, 0, 0, d.P, d.Q}; }
+};
+
+// y (N x K planes, contiguous) from contiguous x (N x C x H x W) and w; bias may be null.
 // Each output is one task's sum over (c, r, s) in that order: deterministic.
 template <typename T>
-void direct_correlation(const DirectProblem& d, const T* x, const T* w, WeightOrder order, const T* bias, T* y);
+void direct_correlation(const DirectProblem& d, const T* x, const T* w, WeightOrder order, const T* bias, T* y,
+                        const OutputGrid& grid);
 
 }  // namespace torchcorr::cpu
