@@ -19,18 +19,15 @@ import statistics
 import sys
 import time
 
-import matplotlib
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-from sklearn.datasets import load_digits  # noqa: E402
-from sklearn.model_selection import train_test_split  # noqa: E402
-from torch import nn  # noqa: E402
-from tqdm import tqdm  # noqa: E402
+import torchcorr
 
-import torchcorr  # noqa: E402
+# scikit-learn and matplotlib are imported where they are used: the DDP example's worker processes import
+# this module for lenet() alone, and each second of start-up counts there.
 
 OUTPUT_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "output")
 
@@ -59,6 +56,9 @@ def load_digits_28(seed=0, test_fraction=0.25):
 
     Returns x_train, y_train, x_test, y_test; the split is stratified and fixed by seed.
     """
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
     digits = load_digits()
     images = torch.tensor(digits.images, dtype=torch.float32).unsqueeze(1) / 16  # pixels are 0..16
     images = F.interpolate(images, size=(28, 28), mode="bilinear", align_corners=False)
@@ -123,6 +123,11 @@ def train_side_by_side(models, data, epochs, batch_size, lr, seed, progress=True
 
 
 def plot(history, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
     fig, (loss_axes, accuracy_axes) = plt.subplots(1, 2, figsize=(10, 4))
     # The two models' curves lie on top of each other: the second is drawn dashed over the first.
     for (name, h), color, marker, line in zip(history.items(), ["C0", "C1"], ["o", "s"], ["-", "--"]):
