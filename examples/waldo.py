@@ -120,7 +120,7 @@ def plot(scene, waldo, scores, found, hidden_at, path):
     axes[0].set_title(f"Scene: found at {found[:2]}, score {found[2]:.3f}")
     axes[1].imshow(waldo, cmap="gray", vmin=0, vmax=1)
     axes[1].set_title("Waldo (template)")
-    image = axes[2].imshow(scores, cmap="magma", vmin=-1, vmax=1)
+    image = axes[2].imshow(scores.numpy(), cmap="magma", vmin=-1, vmax=1)
     axes[2].plot(found[1], found[0], "c+", markersize=14, markeredgewidth=2)
     axes[2].set_title("NCC score (torchcorr)")
     fig.colorbar(image, ax=axes[2], fraction=0.046)
