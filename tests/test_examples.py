@@ -9,8 +9,20 @@ import pytest
 import torch
 import torch.distributed as dist
 
+import torchcorr
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXAMPLES = os.path.join(ROOT, "examples")
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Run each example on one thread. On a busy 2-core machine, two OpenMP threads competing with other
+    jobs made a LeNet epoch 20 times slower than one thread did."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture
@@ -76,8 +88,9 @@ def test_lenet_learns_in_one_epoch(load, tmp_path, capsys):
 
 def test_lenet_models_start_from_the_same_weights(load):
     lenet = load("lenet")
-    torch_model = lenet.init_weights(lenet.lenet())
-    ours = __import__("torchcorr").convert(torch_model)
+    with torch.random.fork_rng(devices=[]):
+        torch_model = lenet.init_weights(lenet.lenet())
+    ours = torchcorr.convert(torch_model)
     x = lenet.load_digits_28()[2][:8]
     torch.testing.assert_close(ours(x), torch_model(x), rtol=1e-5, atol=1e-5)
     assert type(ours[0]).__name__ == "Corr2d" and type(torch_model[0]).__name__ == "Conv2d"
