@@ -85,7 +85,10 @@ def main(steps=5, batch_size=64, lr=0.5, seed=0, tol=1e-12):
     if batch_size % WORLD_SIZE:
         raise ValueError(f"batch_size must split evenly over {WORLD_SIZE} processes")
     x_train, y_train, _, _ = load_digits_28(seed)
-    batches = [(x.double(), y) for x, y in zip(x_train.split(batch_size)[:steps], y_train.split(batch_size)[:steps])]
+    used = steps * batch_size
+    if used > len(y_train):
+        raise ValueError(f"{steps} steps of {batch_size} need {used} digits; there are {len(y_train)}")
+    batches = list(zip(x_train[:used].double().split(batch_size), y_train[:used].split(batch_size)))
     with torch.random.fork_rng(devices=[]):  # a fixed initialisation that leaves the caller's RNG alone
         torch.manual_seed(seed)
         initial_state = init_weights(lenet()).double().state_dict()

@@ -5,10 +5,10 @@ side with the same network on torch's nn.Conv2d, from the same initial weights a
 
 The book's network (5x5 convolutions, sigmoid, average pooling, three linear layers) on the 1,797 8x8
 digits of sklearn.datasets.load_digits, upsampled to LeNet's 28x28 and split 75/25 into training and
-held-out sets. Adam instead of the book's SGD: the sigmoid network then leaves its initial plateau within an
-epoch or two, where SGD (lr 0.3) took about 8 epochs. Prints the held-out accuracy and the time per epoch of each model, and saves the
-loss and accuracy curves to examples/output/lenet.png. main() returns 0 when torchcorr's model reaches the
-target accuracy (95%) and both models' held-out loss went down.
+held-out sets. Adam instead of the book's SGD: the sigmoid network then leaves its initial plateau within
+an epoch or two, where SGD (lr 0.3) took about 8 epochs. Prints the held-out accuracy and the time per epoch
+of each model, and saves the loss and accuracy curves to examples/output/lenet.png. main() returns 0 when
+torchcorr's model reaches the target accuracy (95%) and both models' held-out loss went down.
 """
 
 import argparse
