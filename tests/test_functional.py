@@ -175,6 +175,7 @@ def all_results(x, w, b, grad_output, config):
 
 @pytest.mark.parametrize("shape", [
     (4, 8, 30, 31, 8, 3, 1),     # dense
+    (2, 16, 20, 21, 80, 3, 1),   # dense, output channels across the vector lanes
     (1, 1, 200, 190, 1, 5, 1),   # one big single-channel image: the weight gradient is one long sum
     (8, 6, 20, 20, 6, 3, 6),     # depthwise
 ])
