@@ -7,6 +7,11 @@
 #include "../corr2d.h"
 
 #include <ATen/OpMathType.h>
+// The stream from c10, not ATen/cuda/CUDAContext.h: that header also pulls in cuBLAS and cuSPARSE headers,
+// which minimal CUDA toolkits lack and which these kernels never use.
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
 #include <c10/util/Exception.h>
 
 #include <algorithm>
