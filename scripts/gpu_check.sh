@@ -44,7 +44,7 @@ run_step() {
 }
 
 echo "== GPUs"
-timeout 30 nvidia-smi -L || echo "(nvidia-smi not available)"
+if command -v nvidia-smi >/dev/null; then timeout 30 nvidia-smi -L || true; else echo "(nvidia-smi not found)"; fi
 "$PYTHON" - <<'EOF'
 import torch
 print(f"torch {torch.__version__}, CUDA {torch.version.cuda}, cuDNN {torch.backends.cudnn.version()}")
