@@ -1,7 +1,8 @@
 // Forward cross-correlation on CUDA.
 //
 // Computes the plain loop nest (g = k / Kg is the group of output channel k)
-//   for n, k, p, q:  y[n,k,p,q] = b[k] + sum_{c < Cg, r, s} x[n, g*Cg + c, p*sh - ph + r*dh, q*sw - pw + s*dw] * w[k,c,r,s]
+//   for n, k, p, q:
+//     y[n,k,p,q] = b[k] + sum_{c < Cg, r, s} x[n, g*Cg + c, p*sh - ph + r*dh, q*sw - pw + s*dw] * w[k,c,r,s]
 // with taps that land in the zero padding skipped; sums run in (c, r, s) order in opmath precision
 // (float for float16/bfloat16).
 //

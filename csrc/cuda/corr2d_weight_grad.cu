@@ -31,37 +31,33 @@ constexpr int64_t kTargetWarps = 16384;
 constexpr int64_t kMinTermsPerChunk = 1024;
 constexpr int64_t kMaxChunks = 4096;
 
-// Chunks a reduction of `terms` terms per output is cut into, for `outputs` outputs: a function of the
-// sizes alone, so the order of every sum (and so every bit of the result) is too.
-int64_t reduction_chunks(int64_t outputs, int64_t terms) {
-  const int64_t wanted = div_up(kTargetWarps, std::max<int64_t>(outputs, 1));
-  const int64_t affordable = div_up(terms, kMinTermsPerChunk);
-  const int64_t chunks = std::clamp<int64_t>(std::min({wanted, affordable, kMaxChunks}), 1, std::max<int64_t>(terms, 1));
-  return div_up(terms, div_up(terms, chunks));  // no empty chunk at the end
-}
-
 struct Chunking {
   int64_t chunks, length;  // chunk c holds terms [c * length, min(terms, (c + 1) * length))
 };
 
+// How a reduction of `terms` terms per output is cut, for `outputs` outputs: a function of the sizes
+// alone, so the order of every sum (and so every bit of the result) is too.
 Chunking chunking(int64_t outputs, int64_t terms) {
-  const int64_t chunks = reduction_chunks(outputs, terms);
-  return {chunks, div_up(terms, chunks)};
+  const int64_t wanted = div_up(kTargetWarps, std::max<int64_t>(outputs, 1));
+  const int64_t affordable = div_up(terms, kMinTermsPerChunk);
+  const int64_t chunks = std::max<int64_t>(1, std::min({wanted, affordable, kMaxChunks}));
+  const int64_t length = div_up(terms, chunks);
+  return {div_up(terms, length), length};  // no empty chunk at the end
 }
 
 template <typename scalar_t, typename acc_t = at::opmath_type<scalar_t>>
 __global__ void __launch_bounds__(kThreads)
     weight_grad_kernel(const Corr2dProblem p, const scalar_t* __restrict__ gy, const scalar_t* __restrict__ x,
-                       acc_t* __restrict__ partials, Chunking chunking) {
+                       acc_t* __restrict__ partials, Chunking split) {
   const int64_t Cg = p.C / p.groups, Kg = p.K / p.groups;
   const int64_t outputs = p.K * Cg * p.R * p.S, terms = p.N * p.P * p.Q;
   const int64_t item = (blockIdx.x * int64_t(blockDim.x) + threadIdx.x) / kWarp;  // one per warp
   const int lane = threadIdx.x % kWarp;
-  if (item >= outputs * chunking.chunks) return;  // whole warps only
+  if (item >= outputs * split.chunks) return;  // whole warps only
   const int64_t output = item % outputs, chunk = item / outputs;
   const int64_t s = output % p.S, r = (output / p.S) % p.R, kc = output / (p.R * p.S);
   const int64_t k = kc / Cg, c_global = (k / Kg) * Cg + kc % Cg;
-  const int64_t begin = chunk * chunking.length, end = std::min(terms, begin + chunking.length);
+  const int64_t begin = chunk * split.length, end = std::min(terms, begin + split.length);
   const int64_t row_offset = r * p.dilation_h - p.pad_h, col_offset = s * p.dilation_w - p.pad_w;
 
   acc_t acc = 0;
@@ -80,13 +76,13 @@ __global__ void __launch_bounds__(kThreads)
 template <typename scalar_t, typename acc_t = at::opmath_type<scalar_t>>
 __global__ void __launch_bounds__(kThreads)
     bias_grad_kernel(const Corr2dProblem p, const scalar_t* __restrict__ gy, acc_t* __restrict__ partials,
-                     Chunking chunking) {
+                     Chunking split) {
   const int64_t terms = p.N * p.P * p.Q;
   const int64_t item = (blockIdx.x * int64_t(blockDim.x) + threadIdx.x) / kWarp;
   const int lane = threadIdx.x % kWarp;
-  if (item >= p.K * chunking.chunks) return;
+  if (item >= p.K * split.chunks) return;
   const int64_t k = item % p.K, chunk = item / p.K;
-  const int64_t begin = chunk * chunking.length, end = std::min(terms, begin + chunking.length);
+  const int64_t begin = chunk * split.length, end = std::min(terms, begin + split.length);
 
   acc_t acc = 0;
   GridCursor pos(begin + lane, kWarp, p.P, p.Q);
@@ -100,7 +96,8 @@ __global__ void __launch_bounds__(kThreads)
 // result[o] = sum over chunks of partials[chunk * outputs + o], one warp per output, in a fixed order.
 template <typename scalar_t, typename acc_t>
 __global__ void __launch_bounds__(kThreads)
-    sum_chunks_kernel(const acc_t* __restrict__ partials, int64_t chunks, int64_t outputs, scalar_t* __restrict__ result) {
+    sum_chunks_kernel(const acc_t* __restrict__ partials, int64_t chunks, int64_t outputs,
+                      scalar_t* __restrict__ result) {
   const int64_t output = (blockIdx.x * int64_t(blockDim.x) + threadIdx.x) / kWarp;
   const int lane = threadIdx.x % kWarp;
   if (output >= outputs) return;
