@@ -39,8 +39,18 @@ def test_library_calls_no_torch_convolution():
     undefined = subprocess.run(["nm", "-D", "-C", "--undefined-only", LIBRARY], capture_output=True, text=True,
                                check=True).stdout.lower()
     assert "corr2d" not in undefined  # the listing is real: our own symbols are defined, not imported
-    for word in ("convolution", "conv2d", "mkldnn", "onednn", "cudnn", "im2col", "unfold", "gemm", "cublas"):
+    for word in ("convolution", "conv2d", "mkldnn", "onednn", "cudnn", "im2col", "unfold", "gemm", "cublas",
+                 "matmul", "::mm(", "::bmm(", "addmm"):
         assert word not in undefined, word
+
+
+@pytest.mark.skipif(LIBRARY is None or shutil.which("readelf") is None, reason="needs the built library and readelf")
+def test_library_links_no_cudnn_or_cublas():
+    dynamic = subprocess.run(["readelf", "-d", LIBRARY], capture_output=True, text=True, check=True).stdout.lower()
+    needed = [line for line in dynamic.splitlines() if "(needed)" in line]
+    assert any("libc10.so" in line for line in needed)  # the listing is real
+    for word in ("cudnn", "cublas", "cusparse", "cufft", "mkldnn", "dnnl"):
+        assert not any(word in line for line in needed), word
 
 
 FALLBACK_SCRIPT = """
