@@ -53,7 +53,7 @@ void strided_input_grad(const Corr2dProblem& p, const at::Tensor& gy, const at::
                             .reshape({p.C, Kg, R, S})
                             .contiguous();
       const DirectProblem d{p.N, p.K, p.P, p.Q, p.C, R, S, p.groups, rows.outputs, cols.outputs, 1, 1,
-                            rows.spacing, cols.spacing, 1, 1, rows.offset, cols.offset};
+                            rows.spacing, cols.spacing, rows.offset, cols.offset};
       direct_correlation<T>(d, gy.const_data_ptr<T>(), taps.const_data_ptr<T>(), WeightOrder::as_given, nullptr,
                             gx.mutable_data_ptr<T>(), {p.stride_h, p.stride_w, first_h, first_w, p.H, p.W});
     }

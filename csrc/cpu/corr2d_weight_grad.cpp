@@ -74,11 +74,17 @@ void stage_grad(const T* gy, const DirectProblem& d, const StagedLayout& l, int6
                 int64_t padded_channels, int64_t pixels, int64_t k_stride, int64_t m_stride, T* out) {
   for (int64_t k = 0; k < padded_channels; ++k) {
     T* dst = out + k * k_stride;
-    for (int64_t m = 0, row = 0; m < pixels; ++row) {
+    for (int64_t m = 0, row = 0; m < pixels; m += l.width, ++row) {
+      const int64_t count = std::min(l.width, pixels - m);
       const bool real_row = k < channels && row < l.rows && row0 + row < d.P;
+      const int64_t real = real_row ? std::min(d.Q, count) : 0;
       const T* src = gy + (k * d.P + row0 + row) * d.Q;
-      for (int64_t col = 0; col < l.width && m < pixels; ++col, ++m)
-        dst[m * m_stride] = real_row && col < d.Q ? src[col] : T(0);
+      if (m_stride == 1) {
+        std::copy(src, src + real, dst + m);
+        std::fill(dst + m + real, dst + m + count, T(0));
+      } else {
+        for (int64_t col = 0; col < count; ++col) dst[(m + col) * m_stride] = col < real ? src[col] : T(0);
+      }
     }
   }
 }

@@ -5,7 +5,7 @@
 // V its outputs read, for the group's Cg channels, into a cache-resident buffer, split by stride phase:
 // phase (a, b) holds V(i*sh + a, j*sw + b). In that layout every tap (c, r, s) of every output pixel is
 // a unit-stride read at a fixed offset, tap_offset[c,r,s] + pixel, where pixel = row * width + column
-// runs over the staged rows (columns >= Q are computed and dropped). Padding, upsampling, stride and
+// runs over the staged rows (columns >= Q are computed and dropped). Padding, stride and
 // dilation all disappear into the staging; the inner kernels only see "acc += weight * x[offset + pixel]".
 //
 // Two register-blocked kernels, chosen in choose_kernel:
@@ -32,12 +32,13 @@ namespace torchcorr::cpu {
 
 DirectProblem forward_problem(const Corr2dProblem& p) {
   return {p.N, p.C, p.H, p.W, p.K, p.R, p.S, p.groups, p.P, p.Q,
-          p.stride_h, p.stride_w, p.dilation_h, p.dilation_w, 1, 1, p.pad_h, p.pad_w};
+          p.stride_h, p.stride_w, p.dilation_h, p.dilation_w, p.pad_h, p.pad_w};
 }
 
 DirectProblem input_grad_problem(const Corr2dProblem& p) {
+  TORCH_INTERNAL_ASSERT(p.stride_h == 1 && p.stride_w == 1);
   return {p.N, p.K, p.P, p.Q, p.C, p.R, p.S, p.groups, p.H, p.W, 1, 1, p.dilation_h, p.dilation_w,
-          p.stride_h, p.stride_w, p.dilation_h * (p.R - 1) - p.pad_h, p.dilation_w * (p.S - 1) - p.pad_w};
+          p.dilation_h * (p.R - 1) - p.pad_h, p.dilation_w * (p.S - 1) - p.pad_w};
 }
 
 namespace {

@@ -1,12 +1,11 @@
 // The direct correlation engine behind the CPU forward pass and input gradient.
 //
-// Both are one computation over a "virtual input" V: the real planes X (H x W) upsampled by `up`
-// (up - 1 zeros between samples) and shifted by `offset` zeros,
-//   V(i, j) = X((i - offset_h) / up_h, (j - offset_w) / up_w)  when both divisions are exact and land in X, else 0,
+// Both are one computation over a "virtual input" V: the real planes X (H x W) shifted by `offset` zeros,
+//   V(i, j) = X(i - offset_h, j - offset_w)  where that lands in X, else 0,
 //   y[n,k,p,q] = bias[k] + sum_{c,r,s} V[n, g*Cg + c](p*sh + r*dh, q*sw + s*dw) * w[k,c,r,s]   (g = k / Kg).
-// Forward: V = x zero-padded (up 1, offset = padding). Input gradient: V = gy upsampled by the stride and
-// offset by dilation*(kernel - 1) - padding, read with stride 1 through the flipped kernel whose channel
-// axes are swapped (see input_grad_problem).
+// Forward: V = x zero-padded (offset = padding). Input gradient (stride 1): V = gy offset by
+// dilation*(kernel - 1) - padding (negative: cropped), read through the flipped kernel whose channel axes
+// are swapped (see input_grad_problem); strided layers go one stride phase at a time (corr2d_input_grad.cpp).
 #pragma once
 
 #include "../corr2d.h"
@@ -18,14 +17,14 @@ struct DirectProblem {
   int64_t K, R, S, groups;
   int64_t P, Q;  // output
   int64_t stride_h, stride_w, dilation_h, dilation_w;
-  int64_t up_h, up_w, offset_h, offset_w;
+  int64_t offset_h, offset_w;
 
   int64_t C_per_group() const { return C / groups; }
   int64_t K_per_group() const { return K / groups; }
 };
 
 DirectProblem forward_problem(const Corr2dProblem& p);
-// gx = corr(V(gy), w') with w'[g*Cg + c, k, r, s] = w[g*Kg + k, c, R-1-r, S-1-s] (WeightOrder::adjoint).
+// For stride 1: gx = corr(V(gy), w') with w'[g*Cg + c, k, r, s] = w[g*Kg + k, c, R-1-r, S-1-s] (WeightOrder::adjoint).
 DirectProblem input_grad_problem(const Corr2dProblem& p);
 
 // How w holds the kernel: as given (K x C/groups x R x S), or as the forward kernel whose adjoint is wanted

@@ -2,7 +2,7 @@
 // cache-resident buffer split by stride phase. Phase (a, b) holds V(i*sh + a, j*sw + b), so every tap
 // (c, r, s) of every output pixel becomes a unit-stride read at tap_offsets[c,r,s] + pixel, with
 // pixel = row * width + column over the block's staged rows (columns >= Q exist, read zeros or halo,
-// and their results are dropped). Padding, upsampling, stride and dilation all disappear here.
+// and their results are dropped). Padding, stride and dilation all disappear here.
 #pragma once
 
 #include "direct_corr.h"
@@ -15,12 +15,13 @@ namespace torchcorr::cpu {
 constexpr int64_t kMaxTile = 512;  // no kernel reads further than this past its first pixel
 
 // Real index of virtual coordinate i, or -1 for a zero (padding or an upsampling gap).
-inline int64_t real_index(int64_t i, int64_t offset, int64_t up, int64_t size) {
-  const int64_t shifted = i - offset;
-  if (shifted < 0 || shifted % up != 0) return -1;
-  const int64_t real = shifted / up;
-  return real < size ? real : -1;
+inline int64_t real_index(int64_t i, int64_t offset, int64_t size) {
+  const int64_t real = i - offset;
+  return real >= 0 && real < size ? real : -1;
 }
+
+// ceil(a / b) for b > 0 and any a, without overflow.
+inline int64_t ceil_div(int64_t a, int64_t b) { return a / b + (a % b > 0); }
 
 // Where a task's staged rows live, the same for every task of a call.
 struct StagedLayout {
@@ -30,7 +31,6 @@ struct StagedLayout {
   std::vector<int64_t> phases_h, phases_w;  // stride phases some tap reads
   int64_t plane, channel, size;             // element counts: one phase plane, one channel, the buffer
   std::vector<int64_t> tap_offsets;         // per (c, r, s)
-  std::vector<std::vector<int64_t>> columns;  // per phase_w: real column of each staged column, or -1
 };
 
 // The stride phases (t * dilation) % stride that the taps t < taps read, in increasing order.
@@ -66,11 +66,6 @@ inline StagedLayout make_layout(const DirectProblem& d, int64_t rows) {
             phase_index(l.phases_h, vr % d.stride_h) * phases_w + phase_index(l.phases_w, vs % d.stride_w);
         l.tap_offsets.push_back(c * l.channel + phase * l.plane + vr / d.stride_h * l.width + vs / d.stride_w);
       }
-  for (int64_t b : l.phases_w) {
-    std::vector<int64_t> map(l.width);
-    for (int64_t col = 0; col < l.width; ++col) map[col] = real_index(col * d.stride_w + b, d.offset_w, d.up_w, d.W);
-    l.columns.push_back(std::move(map));
-  }
   return l;
 }
 
@@ -86,27 +81,30 @@ inline int64_t staged_rows(const DirectProblem& d, int64_t extra_row_bytes, int6
 // Stage V for output rows [row0, row0 + l.rows) of one image's group (Cg real planes at x).
 template <typename T>
 void stage(const DirectProblem& d, const StagedLayout& l, const T* x, int64_t row0, T* buffer) {
-  const bool dense_columns = d.stride_w == 1 && d.up_w == 1;
-  // Staged columns [first, last) read real columns first - offset_w.. without gaps.
-  const int64_t first = std::clamp<int64_t>(d.offset_w, 0, l.width);
-  const int64_t last = std::clamp<int64_t>(d.offset_w + d.W, first, l.width);
+  const int64_t sw = d.stride_w;
   for (int64_t c = 0; c < d.C_per_group(); ++c) {
     const T* plane = x + c * d.H * d.W;
     for (size_t a = 0; a < l.phases_h.size(); ++a) {
       for (size_t b = 0; b < l.phases_w.size(); ++b) {
+        // Staged column j of phase b is real column j*sw + phase - offset_w: real for j in [first, last).
+        const int64_t phase = l.phases_w[b];
+        const int64_t first = std::clamp<int64_t>(ceil_div(d.offset_w - phase, sw), 0, l.width);
+        const int64_t last = std::clamp<int64_t>(ceil_div(d.offset_w + d.W - phase, sw), first, l.width);
         T* out = buffer + c * l.channel + (a * l.phases_w.size() + b) * l.plane;
         for (int64_t i = 0; i < l.phase_rows; ++i, out += l.width) {
-          const int64_t h = real_index((row0 + i) * d.stride_h + l.phases_h[a], d.offset_h, d.up_h, d.H);
+          const int64_t h = real_index((row0 + i) * d.stride_h + l.phases_h[a], d.offset_h, d.H);
           if (h < 0) {
             std::fill(out, out + l.width, T(0));
-          } else if (dense_columns) {
-            std::fill(out, out + first, T(0));
-            std::copy(plane + h * d.W + first - d.offset_w, plane + h * d.W + last - d.offset_w, out + first);
-            std::fill(out + last, out + l.width, T(0));
-          } else {
-            const int64_t* map = l.columns[b].data();
-            for (int64_t col = 0; col < l.width; ++col) out[col] = map[col] < 0 ? T(0) : plane[h * d.W + map[col]];
+            continue;
           }
+          const T* row = plane + h * d.W + phase - d.offset_w;  // row[j * sw] is staged column j
+          std::fill(out, out + first, T(0));
+          if (sw == 1) {
+            std::copy(row + first, row + last, out + first);
+          } else {
+            for (int64_t j = first; j < last; ++j) out[j] = row[j * sw];
+          }
+          std::fill(out + last, out + l.width, T(0));
         }
       }
     }
