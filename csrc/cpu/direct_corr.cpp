@@ -46,7 +46,8 @@ namespace {
 
 // out[j][0 .. KV*L) = sum_t x[tap_offsets[t] + j] * w[t][0 .. KV*L) for j < J: channels across lanes.
 template <typename T, int KV, int J>
-void channel_tile(const T* x, const int64_t* tap_offsets, int64_t taps, const T* w, int64_t w_block_stride, T* out) {
+void channel_tile(const T* x, const int64_t* pixels, const int64_t* tap_offsets, int64_t taps, const T* w,
+                  int64_t w_block_stride, T* out) {
   using S = Simd<T>;
   typename S::Vec acc[J][KV];
   for (int j = 0; j < J; ++j)
@@ -56,7 +57,7 @@ void channel_tile(const T* x, const int64_t* tap_offsets, int64_t taps, const T*
     typename S::Vec wv[KV];
     for (int v = 0; v < KV; ++v) wv[v] = S::load(w + v * w_block_stride + t * S::lanes);
     for (int j = 0; j < J; ++j) {
-      const T xs = xt[j];
+      const T xs = xt[pixels[j]];
       for (int v = 0; v < KV; ++v) acc[j][v] += wv[v] * xs;
     }
   }
@@ -147,19 +148,24 @@ struct Runner {
                      T* y) const {
     const int64_t Kg = d.K_per_group(), taps = layout.tap_offsets.size();
     const int64_t k0 = block * S::lanes, kcount = std::min<int64_t>(KV * S::lanes, Kg - k0);
-    const PixelWriter write{layout, grid, row0, d.P, d.Q};
-    const int64_t step = grid.step_w;
+    // The block's outputs, in order: output i is (row0 + i / Q, i % Q), staged at pixel (i / Q) * width + i % Q.
+    const int64_t outputs = std::min(layout.rows, d.P - row0) * d.Q;
     alignas(64) T out[J * KV * S::lanes];
-    for (int64_t m0 = 0; m0 < pixels(); m0 += J) {
-      channel_tile<T, KV, J>(staged + m0, layout.tap_offsets.data(), taps, packed + block * taps * S::lanes,
+    int64_t pixels[J], index[J];
+    for (int64_t i0 = 0; i0 < outputs; i0 += J) {
+      const int64_t count = std::min<int64_t>(J, outputs - i0);
+      for (int j = 0; j < J; ++j) {
+        const int64_t i = i0 + std::min<int64_t>(j, count - 1), row = i / d.Q, col = i % d.Q;
+        pixels[j] = row * layout.width + col;
+        index[j] = ((row0 + row) * grid.step_h + grid.first_h) * grid.cols + col * grid.step_w + grid.first_w;
+      }
+      channel_tile<T, KV, J>(staged, pixels, layout.tap_offsets.data(), taps, packed + block * taps * S::lanes,
                              taps * S::lanes, out);
       for (int64_t k = 0; k < kcount; ++k) {
         const int64_t channel = g * Kg + k0 + k;
         T* y_plane = y + (n * d.K + channel) * grid.rows * grid.cols;
         const T b = bias ? bias[channel] : T(0);
-        write(m0, J, [&](int64_t j, int64_t index, int64_t length) {
-          for (int64_t i = 0; i < length; ++i) y_plane[index + i * step] = out[(j + i) * KV * S::lanes + k] + b;
-        });
+        for (int64_t j = 0; j < count; ++j) y_plane[index[j]] = out[j * KV * S::lanes + k] + b;
       }
     }
   }
