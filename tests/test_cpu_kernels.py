@@ -19,6 +19,8 @@ PATHS = {
     "channel_tile": P(2, 5, 11, 13, 80, 3, 3, (1, 1), (1, 1), (1, 1), 1, True),
     "channel_tile_odd": P(2, 6, 9, 10, 72, 2, 3, (1, 1), (0, 1), (1, 1), 1, True),
     "channel_tile_grouped": P(1, 8, 9, 9, 144, 3, 3, (1, 1), (1, 1), (1, 1), 2, True),
+    # weight gradient with two vectors of channels per tile (four in the cases above)
+    "channel_sums_two_vectors": P(2, 3, 10, 10, 24, 3, 3, (1, 1), (1, 1), (1, 1), 1, True),
     # weight gradient with exactly one vector of channels
     "channel_sums_one_vector": P(2, 3, 10, 10, 16, 3, 3, (1, 1), (1, 1), (1, 1), 1, False),
     "channel_sums_one_vector_f64": P(2, 3, 10, 10, 8, 3, 3, (1, 1), (1, 1), (1, 1), 1, False),

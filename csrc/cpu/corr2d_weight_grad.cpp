@@ -207,6 +207,8 @@ void weight_grad_kernel(const Corr2dProblem& p, const T* gy, const T* x, T* gw) 
   const int64_t rows = staged_rows(d, grad_row_bytes, sizeof(T));
   const StagedLayout layout = make_layout(d, rows);
   const Units units{rows, div_up(p.P, rows), p.N * div_up(p.P, rows)};
+  // Four vectors of channels per tile where there are that many: fewer broadcasts per multiply-add.
+  if (Kg >= 4 * S::lanes) return weight_grad_dense<T, 4>(d, layout, units, gy, x, gw);
   if (Kg > S::lanes) return weight_grad_dense<T, 2>(d, layout, units, gy, x, gw);
   if (Kg == S::lanes) return weight_grad_dense<T, 1>(d, layout, units, gy, x, gw);
   switch (std::min<int64_t>(Kg, 4)) {
