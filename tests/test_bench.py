@@ -62,3 +62,15 @@ def test_wrong_peer_aborts(bench_cpu, tmp_path, monkeypatch):
     monkeypatch.setitem(bench_cpu.PEERS, "opencv", lambda image, kernel, bias: image)
     with pytest.raises(SystemExit, match="ABORT: opencv output differs"):
         run(bench_cpu, tmp_path)
+
+
+def test_plot_redraws_the_chart_from_the_json(bench_cpu, tmp_path):
+    import subprocess
+    import sys
+
+    run(bench_cpu, tmp_path)
+    out = tmp_path / "again.png"
+    subprocess.run([sys.executable, os.path.join(BENCH, "plot.py"), str(tmp_path / "cpu.json"), "--out", str(out)],
+                   check=True, capture_output=True)
+    with open(out, "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
