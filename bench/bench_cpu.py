@@ -53,6 +53,7 @@ from torch.nn.modules.utils import _pair
 from torch.utils import benchmark
 
 import torchcorr
+from sizes import forward_gflop, output_size  # bench/sizes.py, beside this script
 
 
 class Shape(NamedTuple):
@@ -186,21 +187,6 @@ def steady_malloc():
 
 
 # ---- shapes, inputs and the correctness checks ----
-
-def output_size(shape):
-    kh, kw = shape.kernel
-    (sh, sw), (ph, pw), (dh, dw) = _pair(shape.stride), _pair(shape.padding), _pair(shape.dilation)
-    p = (shape.h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
-    q = (shape.w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
-    return p, q
-
-
-def forward_gflop(shape):
-    """Multiply-adds of the forward, counted as 2 FLOP each: 2*N*C_out*P*Q*(C_in/groups)*kh*kw."""
-    p, q = output_size(shape)
-    kh, kw = shape.kernel
-    return 2 * shape.n * shape.c_out * p * q * (shape.c_in // shape.groups) * kh * kw / 1e9
-
 
 def peers_for(shape, all_peers):
     """The peers that compute this shape: single-channel, stride 1, no dilation, odd kernel, "same" padding."""

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch.utils import benchmark
 
 import torchcorr
+from sizes import forward_gflop, output_size  # bench/sizes.py, beside this script
 
 
 class Shape(NamedTuple):
@@ -88,20 +89,6 @@ def forward_backward(conv, shape, x, w, b, grad_out):
 
 
 # ---- shapes, inputs and the correctness check ----
-
-def output_size(shape):
-    kh, kw = shape.kernel
-    p = (shape.h + 2 * shape.padding - kh) // shape.stride + 1
-    q = (shape.w + 2 * shape.padding - kw) // shape.stride + 1
-    return p, q
-
-
-def forward_gflop(shape):
-    """Multiply-adds of the forward, counted as 2 FLOP each: 2*N*C_out*P*Q*(C_in/groups)*kh*kw."""
-    p, q = output_size(shape)
-    kh, kw = shape.kernel
-    return 2 * shape.n * shape.c_out * p * q * (shape.c_in // shape.groups) * kh * kw / 1e9
-
 
 def make_inputs(shape, dtype):
     """Seeded normal input, weight, bias and output gradient on the GPU; leaves that require grad."""

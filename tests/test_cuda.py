@@ -11,6 +11,7 @@ import torch.nn.functional as F
 import torchcorr
 
 from conftest import Problem, assert_matches, oracle, random_problem
+from test_compile import SmallNet, loss_and_grads
 
 if not torch.cuda.is_available():
     pytest.skip("no CUDA device (torch.cuda.is_available() is False)", allow_module_level=True)
@@ -255,16 +256,6 @@ def test_deterministic_mode_gives_identical_bits():
         torch.use_deterministic_algorithms(previous)
 
 
-class SmallNet(torch.nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.conv1 = torchcorr.nn.Corr2d(3, 8, 3, padding=1)
-        self.conv2 = torchcorr.nn.Corr2d(8, 8, 3, stride=2, groups=2, padding="valid")
-
-    def forward(self, x):
-        return self.conv2(torch.relu(self.conv1(x))).mean((2, 3))
-
-
 @pytest.mark.parametrize("backend", ["aot_eager", "inductor"])
 def test_compile_fullgraph_forward_and_backward(backend):
     if backend == "inductor":
@@ -273,12 +264,7 @@ def test_compile_fullgraph_forward_and_backward(backend):
     model = SmallNet().to(DEVICE, torch.float64)
     x = torch.randn(2, 3, 12, 12, dtype=torch.float64, device=DEVICE, requires_grad=True)
     compiled = torch.compile(model, backend=backend, fullgraph=True)
-
-    def loss_and_grads(m):
-        loss = m(x).square().sum()
-        return (loss, *torch.autograd.grad(loss, [x, *model.parameters()]))
-
-    for got, want in zip(loss_and_grads(compiled), loss_and_grads(model)):
+    for got, want in zip(loss_and_grads(compiled, x), loss_and_grads(model, x)):
         assert_matches(got.cpu(), want.cpu(), torch.float64)
 
 
