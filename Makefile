@@ -1,6 +1,8 @@
 # make demo: set up .venv, build, run the D2L examples and a short benchmark against torch.
 # make test: set up .venv, build, run the test suite.
 # make bench: the full CPU benchmark (bench/results/).
+# make test-oldest: the test suite against the oldest supported torch, in .venv-oldest with Python's own
+#   setuptools, built from a copy of the sources in build/oldest (the two builds would share torchcorr/_C*.so).
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -12,7 +14,12 @@ export MAX_JOBS ?= $(shell nproc)
 
 SOURCES := setup.py $(wildcard csrc/*.h csrc/*.cpp csrc/*/*.h csrc/*/*.cpp csrc/*/*.cu csrc/*/*.cuh)
 
-.PHONY: demo test bench build clean
+# The oldest torch the README promises; `make test` covers the newest (requirements.txt).
+OLDEST_TORCH := 2.11.0
+OLDEST_VENV := .venv-oldest
+OLDEST_TREE := build/oldest
+
+.PHONY: demo test test-oldest bench build clean
 
 demo: $(VENV)/.built
 	@echo "== 1/5 The D2L tour: the book's worked examples, computed and checked"
@@ -30,6 +37,22 @@ demo: $(VENV)/.built
 test: $(VENV)/.built
 	$(PY) -m pytest tests $(PYTEST_ARGS)
 
+# CPU kernels only: the CUDA sources are compiled once, by `make test`, against the newest torch.
+test-oldest: $(OLDEST_VENV)/.installed
+	rm -rf $(OLDEST_TREE) && mkdir -p $(OLDEST_TREE)
+	cp -r setup.py pyproject.toml README.md csrc torchcorr tests bench examples $(OLDEST_TREE)/
+	rm -f $(OLDEST_TREE)/torchcorr/_C*.so $(OLDEST_TREE)/torchcorr/_build.json
+	cd $(OLDEST_TREE) && TORCHCORR_CUDA=0 ../../$(OLDEST_VENV)/bin/python -m pip install --quiet \
+		--no-build-isolation --no-deps -e .
+	cd $(OLDEST_TREE) && ../../$(OLDEST_VENV)/bin/python -m pytest tests $(PYTEST_ARGS)
+
+# requirements.txt with the oldest torch, and without its setuptools pin: the venv keeps the one Python ships.
+$(OLDEST_VENV)/.installed: requirements.txt Makefile
+	$(PYTHON) -m venv $(OLDEST_VENV)
+	sed -e 's/^torch==.*/torch==$(OLDEST_TORCH)/' -e '/^setuptools==/d' requirements.txt > $(OLDEST_VENV)/requirements.txt
+	$(OLDEST_VENV)/bin/python -m pip install --quiet -r $(OLDEST_VENV)/requirements.txt
+	touch $@
+
 bench: $(VENV)/.built
 	$(PY) bench/bench_cpu.py
 
@@ -45,4 +68,4 @@ $(VENV)/.built: $(VENV)/.installed $(SOURCES)
 	touch $@
 
 clean:
-	rm -rf build *.egg-info torchcorr/_C*.so torchcorr/_build.json $(VENV)/.built
+	rm -rf build *.egg-info torchcorr/_C*.so torchcorr/_build.json $(VENV)/.built $(OLDEST_VENV)/.installed

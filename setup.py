@@ -12,13 +12,37 @@ Environment:
 """
 
 import glob
+import importlib.util
 import json
 import os
 import shutil
+import sys
 
+import setuptools
 from setuptools import find_packages, setup
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
+
+
+def check_wheel_support():
+    """Building a wheel (what pip install does, editable too) needs `wheel` with setuptools before 70.1.
+
+    With --no-build-isolation pip does not install it, and setuptools then fails late with "invalid command
+    'bdist_wheel'": say what is missing before anything else happens.
+    """
+    if not {"dist_info", "bdist_wheel", "editable_wheel"} & set(sys.argv[1:]):
+        return
+    if importlib.util.find_spec("setuptools.command.bdist_wheel") is not None:
+        return
+    try:
+        import wheel  # noqa: F401
+    except ImportError:
+        raise SystemExit(f"torchcorr: setuptools {setuptools.__version__} builds wheels only with the `wheel` "
+                         "package, which this environment lacks. Run `pip install wheel` (or upgrade to "
+                         "setuptools 70.1 or newer), then install torchcorr again.") from None
+
+
+check_wheel_support()
 
 
 def locate_cuda_home():
@@ -97,6 +121,7 @@ def extension():
 
 
 setup(
+    license="BSD-3-Clause",
     packages=find_packages(include=["torchcorr", "torchcorr.*"]),
     package_data={"torchcorr": ["_build.json"]},
     ext_modules=[extension()],

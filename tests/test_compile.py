@@ -6,7 +6,7 @@ import torch.nn.functional as F
 
 import torchcorr
 
-from conftest import assert_matches
+from conftest import assert_matches, oracle
 
 
 class SmallNet(torch.nn.Module):
@@ -32,6 +32,20 @@ def test_compile_fullgraph_forward_and_backward(backend):
     compiled = torch.compile(model, backend=backend, fullgraph=True)
     for got, want in zip(loss_and_grads(compiled, x), loss_and_grads(model, x)):
         assert_matches(got, want, torch.float64)
+
+
+@pytest.mark.parametrize("fn", [torchcorr.corr2d, torchcorr.reference.corr2d], ids=["native", "reference"])
+def test_compile_fullgraph_under_autocast(fn):
+    """The autocast check traces (torch 2.11's Dynamo cannot trace torch.amp.is_autocast_available)."""
+    torch.manual_seed(0)
+    x, w = torch.randn(2, 3, 9, 9), torch.randn(4, 3, 3, 3)
+    compiled = torch.compile(lambda x, w: fn(x, w, stride=(2, 1), padding=1), backend="aot_eager", fullgraph=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = compiled(x, w)
+        want = F.conv2d(x, w, stride=(2, 1), padding=1)
+    assert got.dtype == want.dtype == torch.bfloat16
+    assert_matches(got, oracle(x.bfloat16(), w.bfloat16(), None, stride=(2, 1), padding=1), torch.bfloat16)
+    assert compiled(x, w).dtype == torch.float32  # and outside autocast, the operands' own dtype
 
 
 def test_compile_dynamic_shapes():

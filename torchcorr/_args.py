@@ -50,8 +50,8 @@ def _as_int(value):
     """value as an int (a SymInt stays one): Python, NumPy and one-element integer tensors; else None."""
     if isinstance(value, torch.SymInt):
         return value
-    if isinstance(value, bool):
-        return None
+    if isinstance(value, (bool, tuple, list, str)) or value is None:
+        return None  # without the exception below, which Dynamo in torch 2.11 cannot trace
     try:
         return operator.index(value)
     except TypeError:
@@ -88,6 +88,16 @@ def _check_like(op, name, tensor, input):
         raise RuntimeError(f"{op}: {name} is on {tensor.device} but input is on {input.device}")
 
 
+def _autocast_device_types():
+    """Device types that have an autocast mode, asked once at import: Dynamo in torch 2.11 cannot trace
+    torch.amp.is_autocast_available, and torch.is_autocast_enabled raises for the others (meta)."""
+    candidates = ("cpu", "cuda", "xpu", "mps", "hpu", "mtia", torch._C._get_privateuse1_backend_name())
+    return frozenset(t for t in candidates if torch.amp.is_autocast_available(t))
+
+
+AUTOCAST_DEVICE_TYPES = _autocast_device_types()
+
+
 def _autocast(input, weight, bias):
     """Inside torch.autocast, the operands go to the autocast dtype, as F.conv2d's do.
 
@@ -95,7 +105,7 @@ def _autocast(input, weight, bias):
     the reference gets it too; the forward op's own autocast rule (csrc/autocast/) serves torch.ops calls.
     """
     device_type = input.device.type
-    if not (torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(device_type)):
+    if not (device_type in AUTOCAST_DEVICE_TYPES and torch.is_autocast_enabled(device_type)):
         return input, weight, bias
     dtype = torch.get_autocast_dtype(device_type)
     return input.to(dtype), weight.to(dtype), None if bias is None else bias.to(dtype)

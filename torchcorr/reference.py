@@ -13,12 +13,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ._args import flip_kernel, output_size, parse, restore_rank
+from ._args import AUTOCAST_DEVICE_TYPES, flip_kernel, output_size, parse, restore_rank
 
 
 def _without_autocast(device_type):
     """The taps are summed in the dtype chosen here, whatever an enclosing torch.autocast says."""
-    if torch.amp.is_autocast_available(device_type):
+    if device_type in AUTOCAST_DEVICE_TYPES:
         return torch.autocast(device_type, enabled=False)
     return contextlib.nullcontext()
 
