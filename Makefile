@@ -1,6 +1,7 @@
 # make demo: set up .venv, build, run the D2L examples and a short benchmark against torch.
 # make test: set up .venv, build, run the test suite.
-# make bench: the full CPU benchmark (bench/results/).
+# make bench: the full CPU benchmarks, layer shapes and whole models (bench/results/).
+# make fuzz: the property tests with a long search; make wheel: a wheel in dist/.
 # make test-oldest: the test suite against the oldest supported torch, in .venv-oldest with Python's own
 #   setuptools, built from a copy of the sources in build/oldest (the two builds would share torchcorr/_C*.so).
 PYTHON ?= python3
@@ -16,10 +17,11 @@ SOURCES := setup.py $(wildcard csrc/*.h csrc/*.cpp csrc/*/*.h csrc/*/*.cpp csrc/
 
 # The oldest torch the README promises; `make test` covers the newest (requirements.txt).
 OLDEST_TORCH := 2.11.0
+OLDEST_TORCHVISION := 0.26.0
 OLDEST_VENV := .venv-oldest
 OLDEST_TREE := build/oldest
 
-.PHONY: demo test test-oldest bench build clean
+.PHONY: demo test test-oldest fuzz wheel bench build clean
 
 demo: $(VENV)/.built
 	@echo "== 1/5 The D2L tour: the book's worked examples, computed and checked"
@@ -37,6 +39,14 @@ demo: $(VENV)/.built
 test: $(VENV)/.built
 	$(PY) -m pytest tests $(PYTEST_ARGS)
 
+# The property tests searching 20,000 examples instead of `make test`'s fixed few hundred.
+fuzz: $(VENV)/.built
+	$(PY) -m pytest tests/test_properties.py --hypothesis-profile=fuzz --hypothesis-show-statistics $(PYTEST_ARGS)
+
+# A wheel in dist/, built against the pinned torch, for every CPU of its architecture (run-time ISA dispatch).
+wheel: $(VENV)/.installed
+	rm -rf dist && $(PY) -m pip wheel --quiet --no-build-isolation --no-deps -w dist .
+
 # CPU kernels only: the CUDA sources are compiled once, by `make test`, against the newest torch.
 test-oldest: $(OLDEST_VENV)/.installed
 	rm -rf $(OLDEST_TREE) && mkdir -p $(OLDEST_TREE)
@@ -46,15 +56,18 @@ test-oldest: $(OLDEST_VENV)/.installed
 		--no-build-isolation --no-deps -e .
 	cd $(OLDEST_TREE) && ../../$(OLDEST_VENV)/bin/python -m pytest tests $(PYTEST_ARGS)
 
-# requirements.txt with the oldest torch, and without its setuptools pin: the venv keeps the one Python ships.
+# requirements.txt with the oldest torch and its torchvision, without the setuptools pin: the venv keeps
+# the setuptools Python ships.
 $(OLDEST_VENV)/.installed: requirements.txt Makefile
 	$(PYTHON) -m venv $(OLDEST_VENV)
-	sed -e 's/^torch==.*/torch==$(OLDEST_TORCH)/' -e '/^setuptools==/d' requirements.txt > $(OLDEST_VENV)/requirements.txt
+	sed -e 's/^torch==.*/torch==$(OLDEST_TORCH)/' -e 's/^torchvision==.*/torchvision==$(OLDEST_TORCHVISION)/' \
+		-e '/^setuptools==/d' requirements.txt > $(OLDEST_VENV)/requirements.txt
 	$(OLDEST_VENV)/bin/python -m pip install --quiet -r $(OLDEST_VENV)/requirements.txt
 	touch $@
 
 bench: $(VENV)/.built
 	$(PY) bench/bench_cpu.py
+	$(PY) bench/bench_models.py
 
 build: $(VENV)/.built
 
@@ -68,4 +81,4 @@ $(VENV)/.built: $(VENV)/.installed $(SOURCES)
 	touch $@
 
 clean:
-	rm -rf build *.egg-info torchcorr/_C*.so torchcorr/_build.json $(VENV)/.built $(OLDEST_VENV)/.installed
+	rm -rf build dist *.egg-info torchcorr/_C*.so torchcorr/_build.json $(VENV)/.built $(OLDEST_VENV)/.installed

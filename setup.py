@@ -6,7 +6,6 @@ Environment:
   TORCHCORR_CUDA=auto|0|1   CUDA kernels: auto (default) builds them when torch has CUDA, nvcc is
                             found and csrc/cuda/ has sources; 0 never; 1 always, failing clearly
                             when impossible.
-  TORCHCORR_CPU_ARCH=native Value of -march for the CPU kernels ("" leaves the compiler default).
   TORCH_CUDA_ARCH_LIST      GPU architectures; defaults to the visible GPU, else "8.0;9.0".
   CUDA_HOME                 CUDA toolkit; defaults to the one that holds the nvcc on PATH.
 """
@@ -65,8 +64,13 @@ import torch  # noqa: E402  (CUDA_HOME must be set before cpp_extension reads it
 from torch.utils import cpp_extension  # noqa: E402
 
 
-CPU_SOURCES = sorted(glob.glob("csrc/*.cpp") + glob.glob("csrc/cpu/*.cpp") + glob.glob("csrc/autocast/*.cpp")
-                     + glob.glob("csrc/autograd/*.cpp"))
+# The CPU kernels are compiled once per instruction-set level (csrc/cpu/isa/) and chosen at run time, so the
+# library runs on any CPU of its architecture. Everything else is compiled for the compiler's default target,
+# and linked first: where a library function (std::, ATen) is emitted by several objects, the linker keeps
+# the first, which must be one every CPU runs.
+CPU_SOURCES = (sorted(glob.glob("csrc/*.cpp") + glob.glob("csrc/cpu/*.cpp") + glob.glob("csrc/autocast/*.cpp")
+                      + glob.glob("csrc/autograd/*.cpp"))
+               + ["csrc/cpu/isa/baseline.cpp", "csrc/cpu/isa/avx2.cpp", "csrc/cpu/isa/avx512.cpp"])
 CUDA_SOURCES = sorted(glob.glob("csrc/cuda/*.cu") + glob.glob("csrc/cuda/*.cpp"))
 
 
@@ -103,8 +107,7 @@ def extension():
     archs = cuda_arch_list() if with_cuda else ""
     write_build_record(with_cuda, archs)
     sources = CPU_SOURCES
-    march = os.environ.get("TORCHCORR_CPU_ARCH", "native")
-    cxx = ["-O3", "-fopenmp"] + ([f"-march={march}"] if march else [])
+    cxx = ["-O3", "-fopenmp"]
     defines = [("TORCHCORR_TORCH_VERSION", f'"{torch.__version__}"')]
     if not with_cuda:
         return cpp_extension.CppExtension(

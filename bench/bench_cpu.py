@@ -299,7 +299,7 @@ def machine_info(malloc):
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "torchcorr": torchcorr.__version__,
-        "simd": torchcorr.build_info().get("simd", "none"),
+        "cpu_isa": torchcorr.build_info().get("cpu_isa") or "reference",
         "opencv": cv2.__version__,
         "opencv_threads": cv2.getNumThreads(),
         "scipy": scipy.__version__,
@@ -467,7 +467,7 @@ def main(argv=None):
     malloc = "default (--default-malloc)" if args.default_malloc else steady_malloc()
     machine = machine_info(malloc)
     print(f"# {machine['cpu']} | {machine['threads']} threads | torch {machine['torch']} | "
-          f"torchcorr {machine['torchcorr']} ({machine['simd']}) | "
+          f"torchcorr {machine['torchcorr']} ({machine['cpu_isa']}) | "
           f"OpenCV {machine['opencv']} ({machine['opencv_threads']} threads) | {machine['date']} | "
           f"load average {machine['load_average_1min']:.2f}")
     print(f"# {len(shapes)} shapes, min_run_time {min_run_time:g} s per measurement, malloc {malloc}")

@@ -55,7 +55,7 @@ def plot_speedups(report, path):
     ax.grid(axis="x", which="both", alpha=0.25)
     machine = report["machine"]
     ax.set_title(f"torchcorr vs torch F.conv2d, CPU float32: {machine['cpu']}, {machine['threads']} threads\n"
-                 f"torch {machine['torch']}, {machine['simd']}, {machine['date']}   (* = BASELINES.md shape)",
+                 f"torch {machine['torch']}, {machine['cpu_isa']}, {machine['date']}   (* = BASELINES.md shape)",
                  fontsize=9)
     handles = [plt.Rectangle((0, 0), 1, 1, color=COLORS[kind][i], label=f"{kind} {task}")
                for kind in COLORS for i, task in enumerate(TASKS)]

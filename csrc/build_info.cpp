@@ -1,21 +1,9 @@
 // torchcorr._C: the Python module that carries the ops; build_info() says how it was built.
+#include "cpu/cpu_kernels.h"
+
 #include <torch/extension.h>
 
 namespace {
-
-const char* simd_level() {
-#if defined(__AVX512F__)
-  return "AVX512";
-#elif defined(__AVX2__)
-  return "AVX2";
-#elif defined(__SSE4_2__)
-  return "SSE4.2";
-#elif defined(__ARM_NEON)
-  return "NEON";
-#else
-  return "none";
-#endif
-}
 
 pybind11::dict build_info() {
   pybind11::dict info;
@@ -34,7 +22,15 @@ pybind11::dict build_info() {
 #else
   info["openmp"] = false;
 #endif
-  info["simd"] = simd_level();
+  // CPU kernel levels (csrc/cpu/cpu_kernels.cpp): compiled in, supported by this CPU, and the one in use.
+  info["cpu_isas_compiled"] = torchcorr::cpu::compiled_cpu_isas();
+  info["cpu_isas_supported"] = torchcorr::cpu::supported_cpu_isas();
+  try {
+    info["cpu_isa"] = torchcorr::cpu::cpu_kernels().isa;
+  } catch (const c10::Error& error) {  // TORCHCORR_CPU_ISA names no usable level: the ops raise the same
+    info["cpu_isa"] = pybind11::none();
+    info["cpu_isa_error"] = error.what_without_backtrace();
+  }
   info["compiler"] = __VERSION__;
   return info;
 }

@@ -6,6 +6,14 @@ from typing import NamedTuple
 import pytest
 import torch
 import torch.nn.functional as F
+from hypothesis import HealthCheck, settings
+
+# Property tests (tests/test_properties.py): a fixed, repeatable set in `make test`, a long search in `make fuzz`.
+settings.register_profile("default", max_examples=300, derandomize=True, deadline=None, database=None,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("fuzz", max_examples=20000, deadline=None, print_blob=True,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("default")
 
 
 class Problem(NamedTuple):

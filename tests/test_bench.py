@@ -38,7 +38,7 @@ def test_report_has_timings_peers_and_verdicts(bench_cpu, tmp_path, capsys):
     assert torch.get_num_threads() == threads
     with open(tmp_path / "cpu.json") as f:
         report = json.load(f)
-    assert {"cpu", "threads", "torch", "simd", "date", "opencv_threads"} <= report["machine"].keys()
+    assert {"cpu", "threads", "torch", "cpu_isa", "date", "opencv_threads"} <= report["machine"].keys()
     (row,) = report["rows"]
     for key in ("torch fwd ms", "torchcorr fwd ms", "torch fwd+bwd ms", "torchcorr fwd+bwd ms",
                 "speedup fwd", "speedup fwd+bwd", "opencv fwd ms", "scipy fwd ms", "torchcorr/opencv fwd"):
@@ -74,3 +74,45 @@ def test_plot_redraws_the_chart_from_the_json(bench_cpu, tmp_path):
                    check=True, capture_output=True)
     with open(out, "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture
+def bench_models(monkeypatch):
+    monkeypatch.syspath_prepend(BENCH)  # bench_models imports its helpers from bench_cpu
+    spec = importlib.util.spec_from_file_location("bench_models", os.path.join(BENCH, "bench_models.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def run_models(bench_models, tmp_path):
+    return bench_models.main(["--models", "squeezenet1_1", "--batch", "1", "--size", "64", "--parity-batch", "1",
+                              "--min-run-time", "0.01", "--layer-min-run-time", "0.01",
+                              "--out", str(tmp_path / "models.json"), "--plot", str(tmp_path / "models.png")])
+
+
+def test_model_benchmark_checks_parity_then_times_models_and_layer_classes(bench_models, tmp_path):
+    report = run_models(bench_models, tmp_path)
+    (row,) = report["models"]
+    assert row["model"] == "squeezenet1_1" and row["parity error"] < 1e-9
+    for key in ("torch inference ms", "torchcorr inference ms", "torch training ms", "torchcorr training ms",
+                "speedup inference", "speedup training"):
+        assert row[key] > 0, key
+    classes = {c["class"]: c for c in report["layer classes"]}
+    model = bench_models.build("squeezenet1_1", torch.contiguous_format)[0]
+    convolutions = sum(isinstance(m, torch.nn.Conv2d) for m in model.modules())  # each called once
+    assert classes["all convolutions"]["calls"] == convolutions
+    assert sum(c["calls"] for name, c in classes.items() if name != "all convolutions") == convolutions
+    assert {"pointwise 1x1", "dense 3x3", "stem (3 input channels)"} <= classes.keys()
+    with open(tmp_path / "models.json") as f:
+        assert json.load(f)["models"][0]["model"] == "squeezenet1_1"
+    with open(tmp_path / "models.png", "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_model_that_computes_differently_aborts_before_timing(bench_models, tmp_path, monkeypatch):
+    real = torchcorr.nn.Corr2d.forward
+    monkeypatch.setattr(torchcorr.nn.Corr2d, "forward", lambda self, x: real(self, x) * 1.001)
+    with pytest.raises(SystemExit, match="ABORT: squeezenet1_1: output differs"):
+        run_models(bench_models, tmp_path)
+    assert not (tmp_path / "models.json").exists()

@@ -1,9 +1,9 @@
 // Forward cross-correlation on the CPU:
 //   y[n,k,p,q] = b[k] + sum_{c,r,s} x[n, g*Cg + c, p*sh - ph + r*dh, q*sw - pw + s*dw] * w[k,c,r,s]
 // (g = k / Kg; taps in the zero padding add nothing). torchcorr/reference.py is the same in tensor ops.
-// The work is done by the direct correlation engine (direct_corr.cpp) on x zero-padded.
+// The work is done by the direct correlation engine (kernels/direct_correlation.h) on x zero-padded.
 #include "cpu_kernel_utils.h"
-#include "direct_corr.h"
+#include "cpu_kernels.h"
 
 #include <ATen/Dispatch.h>
 #include <torch/library.h>
@@ -20,9 +20,9 @@ at::Tensor corr2d_forward_cpu(const at::Tensor& input, const at::Tensor& weight,
   auto y = at::empty({p.N, p.K, p.P, p.Q}, x.options());
   const auto d = forward_problem(p);
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "corr2d_forward_cpu", [&] {
-    direct_correlation<scalar_t>(d, x.const_data_ptr<scalar_t>(), w.const_data_ptr<scalar_t>(), WeightOrder::as_given,
-                                 b ? b->const_data_ptr<scalar_t>() : nullptr, y.mutable_data_ptr<scalar_t>(),
-                                 OutputGrid::dense(d));
+    cpu_kernels().of<scalar_t>().direct_correlation(
+        d, x.const_data_ptr<scalar_t>(), w.const_data_ptr<scalar_t>(), WeightOrder::as_given,
+        b ? b->const_data_ptr<scalar_t>() : nullptr, y.mutable_data_ptr<scalar_t>(), OutputGrid::dense(d));
   });
   return to_result(y, input.scalar_type(), result_memory_format(input, weight));
 }

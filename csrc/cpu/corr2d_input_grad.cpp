@@ -2,13 +2,13 @@
 //   gx[n, g*Cg + c, h, v] = sum_{k in group g, r, s, (p, q) with p*sh - ph + r*dh = h, q*sw - pw + s*dw = v}
 //                           gy[n,k,p,q] * w[k,c,r,s].
 // With stride 1 that is a correlation of gy, zero-padded by dilation*(kernel-1) - padding, with the kernel
-// flipped and its channel axes swapped; the direct correlation engine (direct_corr.cpp) computes it.
+// flipped and its channel axes swapped; the direct correlation engine (kernels/direct_correlation.h) computes it.
 // With a stride, each stride phase of gx (rows h = a*sh + first_h, columns likewise) is such a correlation
 // with the kernel taps that reach it: only the rows r with (first_h + ph - r*dh) divisible by sh, read in
 // descending order, gy rows a + (first_h + ph - r*dh) / sh. No multiply-add is spent on the zeros a
 // zero-inserted gy would have.
 #include "cpu_kernel_utils.h"
-#include "direct_corr.h"
+#include "cpu_kernels.h"
 
 #include <ATen/Dispatch.h>
 #include <torch/library.h>
@@ -54,8 +54,9 @@ void strided_input_grad(const Corr2dProblem& p, const at::Tensor& gy, const at::
                             .contiguous();
       const DirectProblem d{p.N, p.K, p.P, p.Q, p.C, R, S, p.groups, rows.outputs, cols.outputs, 1, 1,
                             rows.spacing, cols.spacing, rows.offset, cols.offset};
-      direct_correlation<T>(d, gy.const_data_ptr<T>(), taps.const_data_ptr<T>(), WeightOrder::as_given, nullptr,
-                            gx.mutable_data_ptr<T>(), {p.stride_h, p.stride_w, first_h, first_w, p.H, p.W});
+      cpu_kernels().of<T>().direct_correlation(d, gy.const_data_ptr<T>(), taps.const_data_ptr<T>(),
+                                               WeightOrder::as_given, nullptr, gx.mutable_data_ptr<T>(),
+                                               {p.stride_h, p.stride_w, first_h, first_w, p.H, p.W});
     }
   }
 }
@@ -72,9 +73,9 @@ at::Tensor corr2d_input_grad_cpu(const at::Tensor& grad_output, const at::Tensor
   AT_DISPATCH_FLOATING_TYPES(gy.scalar_type(), "corr2d_input_grad_cpu", [&] {
     if (strided) return strided_input_grad<scalar_t>(p, gy, w, gx);
     const auto d = input_grad_problem(p);
-    direct_correlation<scalar_t>(d, gy.const_data_ptr<scalar_t>(), w.const_data_ptr<scalar_t>(),
-                                 WeightOrder::adjoint, nullptr, gx.mutable_data_ptr<scalar_t>(),
-                                 OutputGrid::dense(d));
+    cpu_kernels().of<scalar_t>().direct_correlation(d, gy.const_data_ptr<scalar_t>(), w.const_data_ptr<scalar_t>(),
+                                                    WeightOrder::adjoint, nullptr, gx.mutable_data_ptr<scalar_t>(),
+                                                    OutputGrid::dense(d));
   });
   return to_result(gx, grad_output.scalar_type(), result_memory_format(grad_output, weight));
 }

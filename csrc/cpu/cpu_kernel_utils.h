@@ -1,4 +1,4 @@
-// Small pieces every CPU kernel uses: operand preparation, task splitting and the axpy/dot loops.
+// Small pieces every CPU kernel uses: operand preparation and task splitting (compiled for the baseline).
 #pragma once
 
 #include "../corr2d.h"
@@ -39,24 +39,6 @@ void parallel_tasks(int64_t tasks, int64_t work_per_task, const Body& body) {
 // Rows per task when one row costs `work_per_row`: enough rows to amortise a task, at most `rows`.
 inline int64_t rows_per_task(int64_t rows, int64_t work_per_row) {
   return std::clamp<int64_t>(kMinWorkPerThread / std::max<int64_t>(1, work_per_row), 1, std::max<int64_t>(rows, 1));
-}
-
-// y[i * y_stride] += a * x[i * x_stride] for i < n; the unit-stride case is what compilers vectorise.
-template <typename T>
-inline void axpy(T a, const T* __restrict__ x, int64_t x_stride, T* __restrict__ y, int64_t y_stride, int64_t n) {
-  if (x_stride == 1 && y_stride == 1) {
-    for (int64_t i = 0; i < n; ++i) y[i] += a * x[i];
-  } else {
-    for (int64_t i = 0; i < n; ++i) y[i * y_stride] += a * x[i * x_stride];
-  }
-}
-
-// sum_i a[i] * b[i * b_stride] for i < n, in index order.
-template <typename T>
-inline T dot(const T* __restrict__ a, const T* __restrict__ b, int64_t b_stride, int64_t n) {
-  T sum = 0;
-  for (int64_t i = 0; i < n; ++i) sum += a[i] * b[i * b_stride];
-  return sum;
 }
 
 }  // namespace torchcorr::cpu

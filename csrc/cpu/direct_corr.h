@@ -23,9 +23,17 @@ struct DirectProblem {
   int64_t K_per_group() const { return K / groups; }
 };
 
-DirectProblem forward_problem(const Corr2dProblem& p);
+inline DirectProblem forward_problem(const Corr2dProblem& p) {
+  return {p.N, p.C, p.H, p.W, p.K, p.R, p.S, p.groups, p.P, p.Q,
+          p.stride_h, p.stride_w, p.dilation_h, p.dilation_w, p.pad_h, p.pad_w};
+}
+
 // For stride 1: gx = corr(V(gy), w') with w'[g*Cg + c, k, r, s] = w[g*Kg + k, c, R-1-r, S-1-s] (WeightOrder::adjoint).
-DirectProblem input_grad_problem(const Corr2dProblem& p);
+inline DirectProblem input_grad_problem(const Corr2dProblem& p) {
+  TORCH_INTERNAL_ASSERT(p.stride_h == 1 && p.stride_w == 1);
+  return {p.N, p.K, p.P, p.Q, p.C, p.R, p.S, p.groups, p.H, p.W, 1, 1, p.dilation_h, p.dilation_w,
+          p.dilation_h * (p.R - 1) - p.pad_h, p.dilation_w * (p.S - 1) - p.pad_w};
+}
 
 // How w holds the kernel: as given (K x C/groups x R x S), or as the forward kernel whose adjoint is wanted
 // (C x K/groups x R x S, read as w'[g*Kg + k, c, r, s] = w[g*Cg + c, k, R-1-r, S-1-s]; see input_grad_problem).
@@ -37,11 +45,5 @@ struct OutputGrid {
   int64_t step_h, step_w, first_h, first_w, rows, cols;
   static OutputGrid dense(const DirectProblem& d) { return {1, 1, 0, 0, d.P, d.Q}; }
 };
-
-// y (N x K planes, contiguous) from contiguous x (N x C x H x W) and w; bias may be null.
-// Each output is one task's sum over (c, r, s) in that order: deterministic.
-template <typename T>
-void direct_correlation(const DirectProblem& d, const T* x, const T* w, WeightOrder order, const T* bias, T* y,
-                        const OutputGrid& grid);
 
 }  // namespace torchcorr::cpu

@@ -5,12 +5,13 @@
 // and their results are dropped). Padding, stride and dilation all disappear here.
 #pragma once
 
-#include "direct_corr.h"
+#include "../direct_corr.h"
+#include "isa.h"
 
 #include <algorithm>
 #include <vector>
 
-namespace torchcorr::cpu {
+TORCHCORR_ISA_BEGIN
 
 constexpr int64_t kMaxTile = 512;  // no kernel reads further than this past its first pixel
 
@@ -111,4 +112,4 @@ void stage(const DirectProblem& d, const StagedLayout& l, const T* x, int64_t ro
   }
 }
 
-}  // namespace torchcorr::cpu
+TORCHCORR_ISA_END

@@ -1,5 +1,5 @@
 // Direct correlation on the CPU (forward pass and input gradient): the plain loop nest is in
-// direct_corr.h and, as tensor ops, in torchcorr/reference.py.
+// ../direct_corr.h and, as tensor ops, in torchcorr/reference.py.
 //
 // Work split: one task per (image n, group g, block of output rows). A task first stages the rows of
 // V its outputs read, for the group's Cg channels, into a cache-resident buffer, split by stride phase:
@@ -17,9 +17,11 @@
 // Memory: x is read once into staging (plus halo rows per block), y written once; the packed weights
 // and the staged block stay in L1/L2 while a task runs. Every output is a sum over taps in (c, r, s)
 // order by one task, so results are the same whatever the thread count.
-#include "direct_corr.h"
+#pragma once
 
-#include "cpu_kernel_utils.h"
+#include "../cpu_kernel_utils.h"
+#include "../direct_corr.h"
+#include "isa.h"
 #include "simd.h"
 #include "staging.h"
 
@@ -28,21 +30,7 @@
 #include <algorithm>
 #include <vector>
 
-namespace torchcorr::cpu {
-
-DirectProblem forward_problem(const Corr2dProblem& p) {
-  return {p.N, p.C, p.H, p.W, p.K, p.R, p.S, p.groups, p.P, p.Q,
-          p.stride_h, p.stride_w, p.dilation_h, p.dilation_w, p.pad_h, p.pad_w};
-}
-
-DirectProblem input_grad_problem(const Corr2dProblem& p) {
-  TORCH_INTERNAL_ASSERT(p.stride_h == 1 && p.stride_w == 1);
-  return {p.N, p.K, p.P, p.Q, p.C, p.R, p.S, p.groups, p.H, p.W, 1, 1, p.dilation_h, p.dilation_w,
-          p.dilation_h * (p.R - 1) - p.pad_h, p.dilation_w * (p.S - 1) - p.pad_w};
-}
-
-namespace {
-
+TORCHCORR_ISA_BEGIN
 
 // out[j][0 .. KV*L) = sum_t x[tap_offsets[t] + j] * w[t][0 .. KV*L) for j < J: channels across lanes.
 template <typename T, int KV, int J>
@@ -207,8 +195,6 @@ void run_pixel_blocks(const Runner<T>& runner, const T* staged, const T* packed,
   for (int64_t block = 0; block < blocks; ++block) runner.template pixel_block<KB>(staged, packed, block, n, g, row0, y);
 }
 
-}  // namespace
-
 template <typename T>
 void direct_correlation(const DirectProblem& d, const T* x, const T* w, WeightOrder order, const T* bias, T* y,
                         const OutputGrid& grid) {
@@ -228,7 +214,8 @@ void direct_correlation(const DirectProblem& d, const T* x, const T* w, WeightOr
   const StagedLayout layout = make_layout(d, rows);
   const int64_t row_blocks = div_up(d.P, rows);
   const Runner<T> runner{d, layout, grid, bias};
-  const int64_t task_work = rows * d.Q * Kg * Cg * d.R * d.S;
+  // With no input channels (Cg = 0) there are no taps: every output is the bias (or zero).
+  const int64_t task_work = std::max<int64_t>(1, rows * d.Q * Kg * Cg * d.R * d.S);
 
   at::parallel_for(0, d.N * d.groups * row_blocks, std::max<int64_t>(1, kMinWorkPerThread / task_work),
                    [&](int64_t begin, int64_t end) {
@@ -256,9 +243,4 @@ void direct_correlation(const DirectProblem& d, const T* x, const T* w, WeightOr
   });
 }
 
-template void direct_correlation<float>(const DirectProblem&, const float*, const float*, WeightOrder, const float*,
-                                        float*, const OutputGrid&);
-template void direct_correlation<double>(const DirectProblem&, const double*, const double*, WeightOrder,
-                                         const double*, double*, const OutputGrid&);
-
-}  // namespace torchcorr::cpu
+TORCHCORR_ISA_END

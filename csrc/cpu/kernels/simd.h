@@ -1,23 +1,17 @@
-// Fixed-width SIMD vectors through GCC/Clang vector extensions, as wide as the compiler targets:
-// 64 bytes with AVX-512, 32 with AVX/AVX2, 16 otherwise (SSE, NEON, or plain scalar code the
-// compiler splits). setup.py builds with -march=native, so this is the machine's own width.
+// Fixed-width SIMD vectors through GCC/Clang vector extensions, as wide as the level being compiled
+// (kernels/isa.h): 64 bytes for AVX-512, 32 for AVX2, 16 for the baseline (SSE2 on x86-64, NEON on
+// aarch64; the compiler splits them where a target has no such registers).
 #pragma once
+
+#include "isa.h"
 
 #include <cstdint>
 #include <cstring>
 
-namespace torchcorr::cpu {
+TORCHCORR_ISA_BEGIN
 
-#if defined(__AVX512F__)
-constexpr int kVectorBytes = 64;
-constexpr int kVectorRegisters = 32;
-#elif defined(__AVX__)
-constexpr int kVectorBytes = 32;
-constexpr int kVectorRegisters = 16;
-#else
-constexpr int kVectorBytes = 16;
-constexpr int kVectorRegisters = 16;
-#endif
+constexpr int kVectorBytes = TORCHCORR_VECTOR_BYTES;
+constexpr int kVectorRegisters = TORCHCORR_VECTOR_REGISTERS;
 
 // Accumulator registers a register-blocked kernel may use (the rest hold loaded operands).
 constexpr int kAccumulators = kVectorRegisters * 3 / 4;
@@ -42,4 +36,4 @@ struct Simd {
   }
 };
 
-}  // namespace torchcorr::cpu
+TORCHCORR_ISA_END
