@@ -1,4 +1,5 @@
 // torchcorr._C: the Python module that carries the ops; build_info() says how it was built.
+#include "cpu/algorithm.h"
 #include "cpu/cpu_kernels.h"
 
 #include <torch/extension.h>
@@ -39,4 +40,8 @@ pybind11::dict build_info() {
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("build_info", &build_info, "How this torchcorr native library was built.");
+  m.def("_cpu_gemm_enabled", &torchcorr::cpu::gemm_enabled, "Whether 1x1 CPU layers run as matrix products.");
+  m.def("_set_cpu_gemm_enabled", &torchcorr::cpu::set_gemm_enabled, "Turn the CPU gemm family on or off.");
+  m.def("_set_cpu_gemm_everywhere", &torchcorr::cpu::set_gemm_everywhere,
+        "Run every op of dense layers through the GEMM, whatever the dispatcher would choose (tests).");
 }

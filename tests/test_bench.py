@@ -94,7 +94,7 @@ def run_models(bench_models, tmp_path):
 def test_model_benchmark_checks_parity_then_times_models_and_layer_classes(bench_models, tmp_path):
     report = run_models(bench_models, tmp_path)
     (row,) = report["models"]
-    assert row["model"] == "squeezenet1_1" and row["parity error"] < 1e-9
+    assert row["model"] == "squeezenet1_1" and row["parity error"] < 1e-8
     for key in ("torch inference ms", "torchcorr inference ms", "torch training ms", "torchcorr training ms",
                 "speedup inference", "speedup training"):
         assert row[key] > 0, key

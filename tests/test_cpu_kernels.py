@@ -1,7 +1,7 @@
 """Each CPU kernel path (csrc/cpu/) against F.conv2d: problems sized to reach every tile, block and tail.
 
-Lanes per vector are 16 float32 / 8 float64 with AVX-512 and half that with AVX2; the channel counts below
-reach the same paths on both.
+Lanes per vector are 16 float32 / 8 float64 with AVX-512 and half that with AVX2 (a quarter for the baseline);
+the channel counts below reach the same paths on every level (tests/test_cpu_isa.py reruns them on each).
 """
 
 import pytest
@@ -41,13 +41,39 @@ PATHS = {
     "weight_grad_chunks": P(4, 96, 40, 40, 80, 3, 3, (1, 1), (1, 1), (1, 1), 1, True),
     # a kernel as tall as the padded image, and a 1-pixel output
     "single_output": P(3, 2, 5, 6, 3, 5, 6, (1, 1), (0, 0), (1, 1), 1, True),
+    # the gemm family (csrc/cpu/algorithm.h): 1x1 layers with tiles of rows and columns cut short, more than one
+    # depth step (K > 256), row block (M > 48 tiles) and column block, strides, 1x1 and 7x7 planes, batch 1;
+    # kxk layers through the input windows: padding, dilation, a crop (padding wider than the kernel), strides
+    "gemm_tails": P(2, 19, 9, 11, 17, 1, 1, (1, 1), (0, 0), (1, 1), 1, True),
+    "gemm_deep": P(1, 300, 7, 7, 40, 1, 1, (1, 1), (0, 0), (1, 1), 1, True),
+    "gemm_many_rows": P(2, 24, 5, 5, 600, 1, 1, (1, 1), (0, 0), (1, 1), 1, True),
+    "gemm_many_columns": P(1, 16, 56, 57, 16, 1, 1, (1, 1), (0, 0), (1, 1), 1, False),
+    "gemm_strided": P(2, 16, 15, 14, 24, 1, 1, (2, 3), (0, 0), (1, 1), 1, True),
+    "gemm_one_pixel": P(3, 20, 1, 1, 30, 1, 1, (1, 1), (0, 0), (1, 1), 1, True),
+    "gemm_3x3": P(2, 20, 9, 8, 24, 3, 3, (1, 1), (1, 1), (1, 1), 1, True),
+    "gemm_3x3_7x7_plane": P(1, 64, 7, 7, 80, 3, 3, (1, 1), (1, 1), (1, 1), 1, True),
+    "gemm_3x3_strided": P(2, 17, 11, 10, 19, 3, 3, (2, 2), (1, 1), (1, 1), 1, True),
+    "gemm_dilated": P(1, 16, 12, 13, 18, 5, 3, (1, 1), (3, 0), (2, 1), 1, True),
+    "gemm_crop": P(2, 16, 6, 7, 16, 1, 3, (1, 1), (2, 3), (1, 1), 1, True),
+    "gemm_7x7_stem_like": P(2, 16, 20, 22, 32, 7, 7, (2, 2), (3, 3), (1, 1), 1, False),
+    "gemm_single": P(1, 1, 1, 1, 1, 1, 1, (1, 1), (0, 0), (1, 1), 1, True),
 }
 
 
+FAMILIES = {"chosen": dict(), "direct": dict(gemm=False), "gemm": dict(gemm_everywhere=True)}
+
+
+@pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("name", PATHS)
-def test_kernel_path_matches_conv2d(name, dtype):
-    problem = PATHS[name]
+def test_kernel_path_matches_conv2d(name, dtype, family):
+    """Every path with the algorithm the dispatcher chooses, with the direct kernels only (gemm off), and with
+    the GEMM wherever it can run (csrc/cpu/algorithm.h)."""
+    with torchcorr.backends.cpu.flags(**FAMILIES[family]):
+        check_path(PATHS[name], dtype)
+
+
+def check_path(problem, dtype):
     generator = torch.Generator().manual_seed(7)
     x, w, b = problem.tensors(dtype, generator=generator)
     config = problem.config()
@@ -57,3 +83,21 @@ def test_kernel_path_matches_conv2d(name, dtype):
     for got, want in zip(actual, expected):
         assert got.dtype == dtype
         assert_matches(got, want, dtype)
+
+
+def test_gemm_switches():
+    cpu = torchcorr.backends.cpu
+    assert (cpu.gemm, cpu.gemm_everywhere) == (True, False)
+    with cpu.flags(gemm=False):
+        assert (cpu.gemm, cpu.gemm_everywhere) == (False, False)
+    with cpu.flags(gemm_everywhere=True):
+        assert (cpu.gemm, cpu.gemm_everywhere) == (True, True)
+    assert (cpu.gemm, cpu.gemm_everywhere) == (True, False)
+
+
+def test_one_element_bias_is_not_modified():
+    """A 1x1x1x1 problem: the result must not share memory with the bias it starts from."""
+    x, w, b = torch.full((1, 1, 1, 1), 2.0), torch.full((1, 1, 1, 1), 3.0), torch.tensor([10.0])
+    for _ in range(3):
+        assert torchcorr.corr2d(x, w, b).item() == 16.0
+    assert b.item() == 10.0

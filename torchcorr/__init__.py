@@ -6,6 +6,7 @@
     torchcorr.convert(model)           every nn.Conv2d of a model replaced by a Corr2d
     torchcorr.reference                the same functions in plain tensor ops
     torchcorr.native_available(device), torchcorr.build_info()
+    torchcorr.backends.cpu.gemm        switch for the CPU's 1x1 matrix-product path
 """
 
 from . import _native
@@ -14,9 +15,9 @@ from ._native import build_info, native_available
 if _native.library is not None:
     from . import _ops  # noqa: F401  (fake kernels and autograd of torch.ops.torchcorr.*)
 
-from . import nn, reference
+from . import backends, nn, reference
 from .functional import conv2d, corr2d
 from .nn import convert
 
-__all__ = ["corr2d", "conv2d", "convert", "nn", "reference", "native_available", "build_info"]
+__all__ = ["corr2d", "conv2d", "convert", "nn", "reference", "backends", "native_available", "build_info"]
 __version__ = "0.1.0"

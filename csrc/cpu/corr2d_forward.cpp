@@ -3,7 +3,9 @@
 // (g = k / Kg; taps in the zero padding add nothing). torchcorr/reference.py is the same in tensor ops.
 // The work is done by the direct correlation engine (kernels/direct_correlation.h) on x zero-padded.
 #include "cpu_kernel_utils.h"
+#include "algorithm.h"
 #include "cpu_kernels.h"
+#include "gemm_conv.h"
 
 #include <ATen/Dispatch.h>
 #include <torch/library.h>
@@ -17,6 +19,9 @@ at::Tensor corr2d_forward_cpu(const at::Tensor& input, const at::Tensor& weight,
   const auto p = check_forward("torchcorr.corr2d_forward", input, weight, bias, stride, padding, dilation, groups);
   const auto x = to_compute(input), w = to_compute(weight);
   const auto b = bias.has_value() ? std::optional<at::Tensor>(to_compute(*bias)) : std::nullopt;
+  const auto layout = result_memory_format(input, weight);
+  if (choose_algorithm(p, Op::forward) == Algorithm::gemm)
+    return to_result(gemm_forward(p, x, w, b), input.scalar_type(), layout);
   auto y = at::empty({p.N, p.K, p.P, p.Q}, x.options());
   const auto d = forward_problem(p);
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "corr2d_forward_cpu", [&] {
@@ -24,7 +29,7 @@ at::Tensor corr2d_forward_cpu(const at::Tensor& input, const at::Tensor& weight,
         d, x.const_data_ptr<scalar_t>(), w.const_data_ptr<scalar_t>(), WeightOrder::as_given,
         b ? b->const_data_ptr<scalar_t>() : nullptr, y.mutable_data_ptr<scalar_t>(), OutputGrid::dense(d));
   });
-  return to_result(y, input.scalar_type(), result_memory_format(input, weight));
+  return to_result(y, input.scalar_type(), layout);
 }
 
 }  // namespace

@@ -8,7 +8,9 @@
 // descending order, gy rows a + (first_h + ph - r*dh) / sh. No multiply-add is spent on the zeros a
 // zero-inserted gy would have.
 #include "cpu_kernel_utils.h"
+#include "algorithm.h"
 #include "cpu_kernels.h"
+#include "gemm_conv.h"
 
 #include <ATen/Dispatch.h>
 #include <torch/library.h>
@@ -67,6 +69,9 @@ at::Tensor corr2d_input_grad_cpu(const at::Tensor& grad_output, const at::Tensor
   const auto p = check_input_grad("torchcorr.corr2d_input_grad", grad_output, weight, input_size, stride,
                                   padding, dilation, groups);
   const auto gy = to_compute(grad_output), w = to_compute(weight);
+  const auto layout = result_memory_format(grad_output, weight);
+  if (choose_algorithm(p, Op::input_grad) == Algorithm::gemm)
+    return to_result(gemm_input_grad(p, gy, w), grad_output.scalar_type(), layout);
   const bool strided = p.stride_h > 1 || p.stride_w > 1;
   // Phases no tap reaches keep zeros.
   auto gx = strided ? at::zeros({p.N, p.C, p.H, p.W}, gy.options()) : at::empty({p.N, p.C, p.H, p.W}, gy.options());
@@ -77,7 +82,7 @@ at::Tensor corr2d_input_grad_cpu(const at::Tensor& grad_output, const at::Tensor
                                                     WeightOrder::adjoint, nullptr, gx.mutable_data_ptr<scalar_t>(),
                                                     OutputGrid::dense(d));
   });
-  return to_result(gx, grad_output.scalar_type(), result_memory_format(grad_output, weight));
+  return to_result(gx, grad_output.scalar_type(), layout);
 }
 
 }  // namespace

@@ -4,7 +4,9 @@
 // The bias gradient gb[k] = sum_{n,p,q} gy[n,k,p,q] is a reduction: one task per
 // (image, chunk of kMinWorkPerThread pixels, k), partials added in a fixed order.
 #include "cpu_kernel_utils.h"
+#include "algorithm.h"
 #include "cpu_kernels.h"
+#include "gemm_conv.h"
 
 #include <ATen/Dispatch.h>
 #include <torch/library.h>
@@ -52,12 +54,15 @@ at::Tensor corr2d_weight_grad_cpu(const at::Tensor& grad_output, const at::Tenso
   const auto p = check_weight_grad("torchcorr.corr2d_weight_grad", grad_output, input, weight_size, stride,
                                    padding, dilation, groups);
   const auto gy = to_compute(grad_output), x = to_compute(input);
+  const auto layout = result_memory_format(grad_output, input);
+  if (choose_algorithm(p, Op::weight_grad) == Algorithm::gemm)
+    return to_result(gemm_weight_grad(p, gy, x), grad_output.scalar_type(), layout);
   auto gw = at::empty({p.K, p.C_per_group(), p.R, p.S}, gy.options());
   AT_DISPATCH_FLOATING_TYPES(gy.scalar_type(), "corr2d_weight_grad_cpu", [&] {
     cpu_kernels().of<scalar_t>().weight_grad(p, gy.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(),
-                                 gw.mutable_data_ptr<scalar_t>());
+                                             gw.mutable_data_ptr<scalar_t>());
   });
-  return to_result(gw, grad_output.scalar_type(), result_memory_format(grad_output, input));
+  return to_result(gw, grad_output.scalar_type(), layout);
 }
 
 }  // namespace

@@ -7,6 +7,7 @@
 #pragma once
 
 #include "direct_corr.h"
+#include "gemm_problem.h"
 
 #include <string>
 #include <type_traits>
@@ -22,6 +23,8 @@ struct KernelsFor {
                              T* y, const OutputGrid& grid);
   // gw (K x C/groups x R x S) from contiguous gy and x, in an order fixed by the sizes (kernels/weight_grad.h).
   void (*weight_grad)(const Corr2dProblem& p, const T* gy, const T* x, T* gw);
+  // C (+)= A · B, batched or summed over the batch, cache-blocked (kernels/gemm.h): 1x1 layers.
+  void (*gemm)(const GemmProblem<T>& problem);
 };
 
 struct CpuKernels {

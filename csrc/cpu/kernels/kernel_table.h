@@ -2,6 +2,7 @@
 // defined the level (kernels/isa.h). Only data is defined here, outside the level's target region.
 #include "../cpu_kernels.h"
 #include "direct_correlation.h"
+#include "gemm.h"
 #include "weight_grad.h"
 
 #define TORCHCORR_CONCAT_(a, b) a##b
@@ -12,8 +13,10 @@ namespace torchcorr::cpu {
 extern const CpuKernels TORCHCORR_CONCAT(TORCHCORR_ISA, _kernels);
 const CpuKernels TORCHCORR_CONCAT(TORCHCORR_ISA, _kernels){
     TORCHCORR_STRINGIFY(TORCHCORR_ISA),
-    {&TORCHCORR_ISA::direct_correlation<float>, &TORCHCORR_ISA::weight_grad_kernel<float>},
-    {&TORCHCORR_ISA::direct_correlation<double>, &TORCHCORR_ISA::weight_grad_kernel<double>},
+    {&TORCHCORR_ISA::direct_correlation<float>, &TORCHCORR_ISA::weight_grad_kernel<float>,
+     &TORCHCORR_ISA::gemm<float>},
+    {&TORCHCORR_ISA::direct_correlation<double>, &TORCHCORR_ISA::weight_grad_kernel<double>,
+     &TORCHCORR_ISA::gemm<double>},
 };
 
 }  // namespace torchcorr::cpu

@@ -1,0 +1,31 @@
+#include "algorithm.h"
+
+#include <atomic>
+
+namespace torchcorr::cpu {
+namespace {
+
+std::atomic<bool> gemm_switch{true}, gemm_everywhere{false};
+
+// Below this many channels on either side a GEMM tile is mostly padding; the direct tiles handle it.
+constexpr int64_t kGemmMinChannels = 16;
+// Output planes up to 14x14: where the direct weight gradient measured slower than the GEMM.
+constexpr int64_t kGemmMaxWindowPixels = 14 * 14;
+
+}  // namespace
+
+bool gemm_enabled() { return gemm_switch.load(std::memory_order_relaxed); }
+void set_gemm_enabled(bool enabled) { gemm_switch.store(enabled, std::memory_order_relaxed); }
+void set_gemm_everywhere(bool everywhere) { gemm_everywhere.store(everywhere, std::memory_order_relaxed); }
+
+Algorithm choose_algorithm(const Corr2dProblem& p, Op op) {
+  if (!gemm_enabled() || p.groups != 1 || p.K < kGemmMinChannels || p.C < kGemmMinChannels) return Algorithm::direct;
+  const bool pointwise = p.R == 1 && p.S == 1 && p.pad_h == 0 && p.pad_w == 0;
+  const bool strided = p.stride_h > 1 || p.stride_w > 1;
+  if (pointwise) return Algorithm::gemm;
+  if (gemm_everywhere.load(std::memory_order_relaxed)) return op == Op::input_grad && strided ? Algorithm::direct
+                                                                                             : Algorithm::gemm;
+  return op == Op::weight_grad && p.P * p.Q <= kGemmMaxWindowPixels ? Algorithm::gemm : Algorithm::direct;
+}
+
+}  // namespace torchcorr::cpu

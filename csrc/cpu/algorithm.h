@@ -1,0 +1,35 @@
+// The one place a CPU algorithm is chosen for a problem (the kernels inside each family choose their own
+// register tiles: kernels/direct_correlation.h, kernels/weight_grad.h, kernels/gemm.h).
+//
+//   family   problems (one group, at least kGemmMinChannels     why (measured per op on the layers of the
+//            input and output channels)                         torchvision models, 2 threads, AVX-512)
+//   gemm     1x1 kernel without padding, any stride: every op   a matrix product per image: the GEMM reuses
+//                                                               both operands from L1/L2, 1.1-3x faster than
+//                                                               the direct tiles, which stream the weights
+//   gemm     weight gradient of any kernel on planes of at      few pixels per image: the direct weight
+//            most kGemmMaxWindowPixels outputs                  gradient's tiles are mostly halo and setup
+//                                                               (512ch 7x7 3x3: 2.8x faster as a GEMM)
+//   direct   everything else: forward and input gradient of     staging + register tiles
+//            kxk layers (the windowed GEMM measured slower:     (kernels/direct_correlation.h)
+//            its packing gathers every tap), single-channel
+//            images, few channels, depthwise and grouped
+//
+// torchcorr.backends.cpu.gemm = False turns the gemm family off (to compare, or to work around a bug).
+#pragma once
+
+#include "../corr2d.h"
+
+namespace torchcorr::cpu {
+
+enum class Algorithm { direct, gemm };
+enum class Op { forward, input_grad, weight_grad };
+
+Algorithm choose_algorithm(const Corr2dProblem& p, Op op);
+
+// The windowed GEMM for any op and kernel, whatever choose_algorithm says (tests reach it through this).
+void set_gemm_everywhere(bool everywhere);
+
+bool gemm_enabled();
+void set_gemm_enabled(bool enabled);
+
+}  // namespace torchcorr::cpu

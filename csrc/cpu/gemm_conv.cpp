@@ -1,0 +1,108 @@
+#include "gemm_conv.h"
+
+#include "cpu_kernels.h"
+
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+
+namespace torchcorr::cpu {
+namespace {
+
+using at::indexing::None;
+using at::indexing::Slice;
+
+bool pointwise(const Corr2dProblem& p) { return p.R == 1 && p.S == 1 && p.pad_h == 0 && p.pad_w == 0; }
+bool strided(const Corr2dProblem& p) { return p.stride_h > 1 || p.stride_w > 1; }
+
+// The input pixels a 1x1 layer reads, as a dense N x C x P x Q tensor.
+at::Tensor read_pixels(const Corr2dProblem& p, const at::Tensor& x) {
+  return strided(p) ? x.index({Slice(), Slice(), Slice(0, None, p.stride_h), Slice(0, None, p.stride_w)}).contiguous()
+                    : x;
+}
+
+// The rows x cols matrices of a contiguous N x rows x H x W tensor (batch entry n = image n), or their transposes.
+template <typename T>
+GemmOperand<T> images(const at::Tensor& t, bool transposed = false) {
+  const int64_t rows = t.size(1), cols = t.size(2) * t.size(3);
+  return transposed ? GemmOperand<T>{t.const_data_ptr<T>(), 1, cols, rows * cols}
+                    : GemmOperand<T>{t.const_data_ptr<T>(), cols, 1, rows * cols};
+}
+
+// A contiguous tensor read as one matrix of `rows` rows, shared by every batch entry.
+template <typename T>
+GemmOperand<T> matrix(const at::Tensor& t, int64_t rows) {
+  return {t.const_data_ptr<T>(), t.numel() / rows, 1, 0};
+}
+
+ConvWindows forward_windows(const Corr2dProblem& p, bool transposed) {
+  return {p.H, p.W, p.R, p.S, p.Q, p.stride_h, p.stride_w, p.pad_h, p.pad_w, p.dilation_h, p.dilation_w, transposed};
+}
+
+template <typename T>
+void run_gemm(const GemmProblem<T>& g) {
+  cpu_kernels().of<T>().gemm(g);
+}
+
+}  // namespace
+
+at::Tensor gemm_forward(const Corr2dProblem& p, const at::Tensor& x, const at::Tensor& w,
+                        const std::optional<at::Tensor>& bias) {
+  // The products are added to y: it starts as the bias (a copy: a 1-element expand().contiguous() is a view).
+  auto y = at::empty({p.N, p.K, p.P, p.Q}, x.options());
+  if (bias.has_value()) {
+    y.copy_(bias->view({1, p.K, 1, 1}).expand_as(y));
+  } else {
+    y.zero_();
+  }
+  const auto pixels = pointwise(p) ? read_pixels(p, x) : x;
+  const ConvWindows windows = forward_windows(p, false);
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "gemm_forward_cpu", [&] {
+    GemmOperand<scalar_t> b = images<scalar_t>(pixels);
+    if (!pointwise(p)) b.windows = &windows;
+    run_gemm<scalar_t>({p.K, p.P * p.Q, p.C * p.R * p.S, p.N, false, matrix<scalar_t>(w, p.K), b,
+                        y.mutable_data_ptr<scalar_t>(), p.P * p.Q, p.K * p.P * p.Q});
+  });
+  return y;
+}
+
+at::Tensor gemm_input_grad(const Corr2dProblem& p, const at::Tensor& gy, const at::Tensor& w) {
+  if (pointwise(p)) {
+    auto dense = at::zeros({p.N, p.C, p.P, p.Q}, gy.options());
+    AT_DISPATCH_FLOATING_TYPES(gy.scalar_type(), "gemm_input_grad_cpu", [&] {
+      const GemmOperand<scalar_t> weights_t{w.const_data_ptr<scalar_t>(), 1, p.C, 0};
+      run_gemm<scalar_t>({p.C, p.P * p.Q, p.K, p.N, false, weights_t, images<scalar_t>(gy),
+                          dense.mutable_data_ptr<scalar_t>(), p.P * p.Q, p.C * p.P * p.Q});
+    });
+    if (!strided(p)) return dense;
+    auto gx = at::zeros({p.N, p.C, p.H, p.W}, gy.options());
+    gx.index_put_({Slice(), Slice(), Slice(0, None, p.stride_h), Slice(0, None, p.stride_w)}, dense);
+    return gx;
+  }
+  TORCH_INTERNAL_ASSERT(!strided(p), "the gemm family takes strided input gradients of 1x1 layers only");
+  const auto adjoint = w.flip({2, 3}).transpose(0, 1).contiguous();  // C x K x R x S
+  const ConvWindows windows{p.P, p.Q, p.R, p.S, p.W, 1, 1, p.dilation_h * (p.R - 1) - p.pad_h,
+                            p.dilation_w * (p.S - 1) - p.pad_w, p.dilation_h, p.dilation_w, false};
+  auto gx = at::zeros({p.N, p.C, p.H, p.W}, gy.options());
+  AT_DISPATCH_FLOATING_TYPES(gy.scalar_type(), "gemm_input_grad_cpu", [&] {
+    GemmOperand<scalar_t> b = images<scalar_t>(gy);
+    b.windows = &windows;
+    run_gemm<scalar_t>({p.C, p.H * p.W, p.K * p.R * p.S, p.N, false, matrix<scalar_t>(adjoint, p.C), b,
+                        gx.mutable_data_ptr<scalar_t>(), p.H * p.W, p.C * p.H * p.W});
+  });
+  return gx;
+}
+
+at::Tensor gemm_weight_grad(const Corr2dProblem& p, const at::Tensor& gy, const at::Tensor& x) {
+  const auto pixels = pointwise(p) ? read_pixels(p, x) : x;
+  const ConvWindows windows = forward_windows(p, true);
+  auto gw = at::zeros({p.K, p.C, p.R, p.S}, gy.options());
+  AT_DISPATCH_FLOATING_TYPES(gy.scalar_type(), "gemm_weight_grad_cpu", [&] {
+    GemmOperand<scalar_t> b = images<scalar_t>(pixels, true);
+    if (!pointwise(p)) b.windows = &windows;
+    run_gemm<scalar_t>({p.K, p.C * p.R * p.S, p.P * p.Q, p.N, true, images<scalar_t>(gy), b,
+                        gw.mutable_data_ptr<scalar_t>(), p.C * p.R * p.S, 0});
+  });
+  return gw;
+}
+
+}  // namespace torchcorr::cpu

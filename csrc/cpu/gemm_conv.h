@@ -1,0 +1,22 @@
+// Correlations as matrix products (Algorithm::gemm in algorithm.h), on contiguous NCHW operands in the compute
+// dtype, one group. Per image n, with X[n] the input windows (C*R*S x P*Q, never stored: gemm_problem.h):
+//   forward        y[n]  = w (K x C*R*S) · X[n] + b
+//   input grad     gx[n] = w' (C x K*R*S) · GY[n], GY[n] the windows of gy[n] padded by dilation*(kernel-1) -
+//                  padding, w' the kernel flipped with its channel axes swapped (stride 1; a strided 1x1
+//                  layer writes the pixels it read and leaves zeros between them)
+//   weight grad    gw    = sum_n gy[n] (K x P*Q) · X[n]^T
+// A 1x1 layer without padding reads its input directly (X[n] = x[n], strided pixels gathered into a plane).
+#pragma once
+
+#include "../corr2d.h"
+
+#include <optional>
+
+namespace torchcorr::cpu {
+
+at::Tensor gemm_forward(const Corr2dProblem& p, const at::Tensor& x, const at::Tensor& w,
+                        const std::optional<at::Tensor>& bias);
+at::Tensor gemm_input_grad(const Corr2dProblem& p, const at::Tensor& gy, const at::Tensor& w);
+at::Tensor gemm_weight_grad(const Corr2dProblem& p, const at::Tensor& gy, const at::Tensor& x);
+
+}  // namespace torchcorr::cpu

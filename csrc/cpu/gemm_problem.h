@@ -1,0 +1,41 @@
+// The description of a batched matrix product for kernels/gemm.h: C_b += A_b · B_b, or C += sum_b A_b · B_b.
+#pragma once
+
+#include <cstdint>
+
+namespace torchcorr::cpu {
+
+// The matrix of a correlation's input windows, never stored (an implicit im2col): row k = (c, r, s) in that
+// order, column j = output pixel (p, q), element x[c][p*sh - ph + r*dh][q*sw - pw + s*dw], zero outside the
+// H x W plane (ph and pw may be negative: a crop). Transposed: rows are pixels, columns (c, r, s).
+struct ConvWindows {
+  int64_t H, W, R, S, Q;
+  int64_t stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w;
+  bool transposed;
+};
+
+// A matrix read through strides: element (i, j) of batch entry b is data[b*batch_stride + i*row_stride +
+// j*col_stride] (a transpose is a swap of the strides); or, with `windows`, the windows of the planes at
+// data + b*batch_stride.
+template <typename T>
+struct GemmOperand {
+  const T* data;
+  int64_t row_stride, col_stride, batch_stride;
+  const ConvWindows* windows = nullptr;
+
+  T at(int64_t i, int64_t j) const { return data[i * row_stride + j * col_stride]; }
+  GemmOperand batch(int64_t b) const {
+    return {data + b * batch_stride, row_stride, col_stride, batch_stride, windows};
+  }
+};
+
+template <typename T>
+struct GemmProblem {
+  int64_t M, N, K, batch;
+  bool reduced;  // C += sum over the batch (in order), else one C per batch entry
+  GemmOperand<T> a, b;
+  T* c;  // M x N, unit column stride
+  int64_t c_row_stride, c_batch_stride;
+};
+
+}  // namespace torchcorr::cpu

@@ -1,0 +1,54 @@
+"""Switches for torchcorr's CPU algorithm families, in the spirit of torch.backends.cudnn.
+
+    torchcorr.backends.cpu.gemm = False     # no GEMM: every layer through the direct kernels
+    with torchcorr.backends.cpu.flags(gemm=False): ...
+    with torchcorr.backends.cpu.flags(gemm_everywhere=True): ...   # the GEMM wherever it can run (tests)
+
+Which family runs for which problem is decided in one place, csrc/cpu/algorithm.h.
+"""
+
+import contextlib
+
+from . import _native
+
+
+def _library():
+    if _native.library is None:
+        raise RuntimeError("torchcorr's native library is not loaded: there is no CPU algorithm to switch")
+    return _native.library
+
+
+class _CpuBackend:
+    _everywhere = False
+
+    @property
+    def gemm(self) -> bool:
+        """Dense layers as cache-blocked matrix products where that measured faster (default True)."""
+        return _native.library is not None and _native.library._cpu_gemm_enabled()
+
+    @gemm.setter
+    def gemm(self, enabled: bool):
+        _library()._set_cpu_gemm_enabled(bool(enabled))
+
+    @property
+    def gemm_everywhere(self) -> bool:
+        """Every op of every dense layer through the GEMM, also where the direct kernels are faster: to test
+        and to compare the two families (default False)."""
+        return self._everywhere
+
+    @gemm_everywhere.setter
+    def gemm_everywhere(self, everywhere: bool):
+        _library()._set_cpu_gemm_everywhere(bool(everywhere))
+        self._everywhere = bool(everywhere)
+
+    @contextlib.contextmanager
+    def flags(self, gemm: bool = True, gemm_everywhere: bool = False):
+        previous = self.gemm, self.gemm_everywhere
+        self.gemm, self.gemm_everywhere = gemm, gemm_everywhere
+        try:
+            yield
+        finally:
+            self.gemm, self.gemm_everywhere = previous
+
+
+cpu = _CpuBackend()
