@@ -178,13 +178,15 @@ def all_results(x, w, b, grad_output, config):
     (2, 16, 20, 21, 80, 3, 1),   # dense, output channels across the vector lanes
     (1, 1, 200, 190, 1, 5, 1),   # one big single-channel image: the weight gradient is one long sum
     (8, 6, 20, 20, 6, 3, 6),     # depthwise
+    (4, 32, 9, 9, 48, 3, 1),     # a small plane: the weight gradient is a GEMM (csrc/cpu/algorithm.h)
+    (4, 40, 9, 11, 56, 1, 1),    # 1x1: every op is a GEMM
 ])
 def test_deterministic_across_runs_and_thread_counts(shape, generator):
     N, C, H, W, K, R, groups = shape
     x = torch.randn(N, C, H, W, generator=generator)
     w = torch.randn(K, C // groups, R, R, generator=generator)
     b = torch.randn(K, generator=generator)
-    config = dict(padding=1, groups=groups)
+    config = dict(padding=R // 2, groups=groups)
     grad_output = torch.randn(F.conv2d(x, w, b, **config).shape, generator=generator)
     threads = torch.get_num_threads()
     try:
