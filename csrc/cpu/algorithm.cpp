@@ -20,9 +20,8 @@ void set_gemm_everywhere(bool everywhere) { gemm_everywhere.store(everywhere, st
 
 Algorithm choose_algorithm(const Corr2dProblem& p, Op op) {
   if (!gemm_enabled() || p.groups != 1 || p.K < kGemmMinChannels || p.C < kGemmMinChannels) return Algorithm::direct;
-  const bool pointwise = p.R == 1 && p.S == 1 && p.pad_h == 0 && p.pad_w == 0;
   const bool strided = p.stride_h > 1 || p.stride_w > 1;
-  if (pointwise) return Algorithm::gemm;
+  if (is_pointwise(p)) return Algorithm::gemm;
   if (gemm_everywhere.load(std::memory_order_relaxed)) return op == Op::input_grad && strided ? Algorithm::direct
                                                                                              : Algorithm::gemm;
   return op == Op::weight_grad && p.P * p.Q <= kGemmMaxWindowPixels ? Algorithm::gemm : Algorithm::direct;

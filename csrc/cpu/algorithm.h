@@ -4,8 +4,10 @@
 //   family   problems (one group, at least kGemmMinChannels     why (measured per op on the layers of the
 //            input and output channels)                         torchvision models, 2 threads, AVX-512)
 //   gemm     1x1 kernel without padding, any stride: every op   a matrix product per image: the GEMM reuses
-//                                                               both operands from L1/L2, 1.1-3x faster than
+//                                                               both operands from L1/L2; up to 3x faster than
 //                                                               the direct tiles, which stream the weights
+//                                                               (as fast on most layers; 0.6-0.9x on the
+//                                                               16-channel 112x112 one)
 //   gemm     weight gradient of any kernel on planes of at      few pixels per image: the direct weight
 //            most kGemmMaxWindowPixels outputs                  gradient's tiles are mostly halo and setup
 //                                                               (512ch 7x7 3x3: 2.8x faster as a GEMM)
@@ -25,6 +27,9 @@ enum class Algorithm { direct, gemm };
 enum class Op { forward, input_grad, weight_grad };
 
 Algorithm choose_algorithm(const Corr2dProblem& p, Op op);
+
+// A 1x1 kernel without padding: its input windows are the input pixels themselves.
+inline bool is_pointwise(const Corr2dProblem& p) { return p.R == 1 && p.S == 1 && p.pad_h == 0 && p.pad_w == 0; }
 
 // The windowed GEMM for any op and kernel, whatever choose_algorithm says (tests reach it through this).
 void set_gemm_everywhere(bool everywhere);

@@ -1,5 +1,6 @@
 #include "gemm_conv.h"
 
+#include "algorithm.h"
 #include "cpu_kernels.h"
 
 #include <ATen/ATen.h>
@@ -11,7 +12,6 @@ namespace {
 using at::indexing::None;
 using at::indexing::Slice;
 
-bool pointwise(const Corr2dProblem& p) { return p.R == 1 && p.S == 1 && p.pad_h == 0 && p.pad_w == 0; }
 bool strided(const Corr2dProblem& p) { return p.stride_h > 1 || p.stride_w > 1; }
 
 // The input pixels a 1x1 layer reads, as a dense N x C x P x Q tensor.
@@ -54,11 +54,11 @@ at::Tensor gemm_forward(const Corr2dProblem& p, const at::Tensor& x, const at::T
   } else {
     y.zero_();
   }
-  const auto pixels = pointwise(p) ? read_pixels(p, x) : x;
+  const auto pixels = is_pointwise(p) ? read_pixels(p, x) : x;
   const ConvWindows windows = forward_windows(p, false);
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "gemm_forward_cpu", [&] {
     GemmOperand<scalar_t> b = images<scalar_t>(pixels);
-    if (!pointwise(p)) b.windows = &windows;
+    if (!is_pointwise(p)) b.windows = &windows;
     run_gemm<scalar_t>({p.K, p.P * p.Q, p.C * p.R * p.S, p.N, false, matrix<scalar_t>(w, p.K), b,
                         y.mutable_data_ptr<scalar_t>(), p.P * p.Q, p.K * p.P * p.Q});
   });
@@ -66,7 +66,7 @@ at::Tensor gemm_forward(const Corr2dProblem& p, const at::Tensor& x, const at::T
 }
 
 at::Tensor gemm_input_grad(const Corr2dProblem& p, const at::Tensor& gy, const at::Tensor& w) {
-  if (pointwise(p)) {
+  if (is_pointwise(p)) {
     auto dense = at::zeros({p.N, p.C, p.P, p.Q}, gy.options());
     AT_DISPATCH_FLOATING_TYPES(gy.scalar_type(), "gemm_input_grad_cpu", [&] {
       const GemmOperand<scalar_t> weights_t{w.const_data_ptr<scalar_t>(), 1, p.C, 0};
@@ -93,12 +93,12 @@ at::Tensor gemm_input_grad(const Corr2dProblem& p, const at::Tensor& gy, const a
 }
 
 at::Tensor gemm_weight_grad(const Corr2dProblem& p, const at::Tensor& gy, const at::Tensor& x) {
-  const auto pixels = pointwise(p) ? read_pixels(p, x) : x;
+  const auto pixels = is_pointwise(p) ? read_pixels(p, x) : x;
   const ConvWindows windows = forward_windows(p, true);
   auto gw = at::zeros({p.K, p.C, p.R, p.S}, gy.options());
   AT_DISPATCH_FLOATING_TYPES(gy.scalar_type(), "gemm_weight_grad_cpu", [&] {
     GemmOperand<scalar_t> b = images<scalar_t>(pixels, true);
-    if (!pointwise(p)) b.windows = &windows;
+    if (!is_pointwise(p)) b.windows = &windows;
     run_gemm<scalar_t>({p.K, p.C * p.R * p.S, p.P * p.Q, p.N, true, images<scalar_t>(gy), b,
                         gw.mutable_data_ptr<scalar_t>(), p.C * p.R * p.S, 0});
   });
