@@ -19,11 +19,15 @@ PATHS = {
     "channel_tile": P(2, 5, 11, 13, 80, 3, 3, (1, 1), (1, 1), (1, 1), 1, True),
     "channel_tile_odd": P(2, 6, 9, 10, 72, 2, 3, (1, 1), (0, 1), (1, 1), 1, True),
     "channel_tile_grouped": P(1, 8, 9, 9, 144, 3, 3, (1, 1), (1, 1), (1, 1), 2, True),
-    # weight gradient with two vectors of channels per tile (four in the cases above)
-    "channel_sums_two_vectors": P(2, 3, 10, 10, 24, 3, 3, (1, 1), (1, 1), (1, 1), 1, True),
-    # weight gradient with exactly one vector of channels
-    "channel_sums_one_vector": P(2, 3, 10, 10, 16, 3, 3, (1, 1), (1, 1), (1, 1), 1, False),
-    "channel_sums_one_vector_f64": P(2, 3, 10, 10, 8, 3, 3, (1, 1), (1, 1), (1, 1), 1, False),
+    # weight gradient through channel_sums (more than kMaxPixelSumOutputs = 16384 outputs per group, weight_grad.h)
+    # with four, two and one vector of channels per tile (AVX-512 lanes)
+    "channel_sums_four_vectors": P(2, 33, 7, 6, 70, 3, 3, (1, 1), (1, 1), (1, 1), 1, True),
+    "channel_sums_two_vectors": P(2, 80, 6, 7, 24, 3, 3, (1, 1), (1, 1), (1, 1), 1, True),
+    "channel_sums_one_vector": P(2, 120, 6, 5, 16, 3, 3, (1, 1), (1, 1), (1, 1), 1, False),
+    "channel_sums_one_vector_f64": P(2, 230, 5, 5, 8, 3, 3, (1, 1), (1, 1), (1, 1), 1, False),
+    # weight gradient through pixel_sums for many output channels but few taps: a stem (3 input channels,
+    # strided 7x7), with a partial last block of 4 channels
+    "pixel_sums_stem": P(2, 3, 30, 31, 42, 7, 7, (2, 2), (3, 3), (1, 1), 1, True),
     # pixel_tile with every block size, and a partial last block
     **{f"pixel_tile_k{k}": P(2, 3, 12, 37, k, 3, 2, (1, 1), (1, 0), (1, 1), 1, True) for k in (1, 2, 3, 5, 7, 8, 11, 20)},
     # depthwise and channel multipliers
@@ -57,6 +61,10 @@ PATHS = {
     "gemm_crop": P(2, 16, 6, 7, 16, 1, 3, (1, 1), (2, 3), (1, 1), 1, True),
     "gemm_7x7_stem_like": P(2, 16, 20, 22, 32, 7, 7, (2, 2), (3, 3), (1, 1), 1, False),
     "gemm_single": P(1, 1, 1, 1, 1, 1, 1, (1, 1), (0, 0), (1, 1), 1, True),
+    # a 1x1 weight gradient with few outputs and a long sum: its reduction split into slots (gemm.h), across
+    # images and within one
+    "gemm_reduction_slots": P(3, 20, 64, 60, 24, 1, 1, (1, 1), (0, 0), (1, 1), 1, True),
+    "gemm_reduction_slots_one_image": P(1, 17, 80, 70, 19, 1, 1, (1, 1), (0, 0), (1, 1), 1, False),
 }
 
 

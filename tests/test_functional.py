@@ -180,6 +180,8 @@ def all_results(x, w, b, grad_output, config):
     (8, 6, 20, 20, 6, 3, 6),     # depthwise
     (4, 32, 9, 9, 48, 3, 1),     # a small plane: the weight gradient is a GEMM (csrc/cpu/algorithm.h)
     (4, 40, 9, 11, 56, 1, 1),    # 1x1: every op is a GEMM
+    (3, 20, 64, 60, 24, 1, 1),   # 1x1 with few outputs: the weight gradient's sum split into slots
+    (2, 3, 40, 40, 32, 7, 1),    # a stem: the weight gradient as pixel sums
 ])
 def test_deterministic_across_runs_and_thread_counts(shape, generator):
     N, C, H, W, K, R, groups = shape

@@ -142,19 +142,31 @@ void pack_b(const GemmOperand<T>& b, int64_t k0, int64_t depth, int64_t col0, in
   }
 }
 
+// A reduced product with fewer output blocks than kReductionTasks (a weight gradient with few channels) splits
+// its reduction, the (batch entry, KC block) steps in order, into contiguous slots: each slot sums its steps
+// into a partial C, and the partials are added to C in slot order. The split is a function of the sizes alone.
+constexpr int64_t kReductionTasks = 8;
+constexpr int64_t kMinSlotDepth = 1024;  // reduction length per slot that amortises its partial C
+
 template <typename T>
 void gemm(const GemmProblem<T>& g) {
   constexpr int64_t MR = kGemmRows, NR = kGemmVectors * Simd<T>::lanes;
   if (g.M == 0 || g.N == 0 || g.K == 0 || g.batch == 0) return;
   // Columns per block: the packed B panel near half of a 1-2 MiB L2, and enough blocks for every thread.
   const int64_t threads = at::get_num_threads();
-  int64_t col_block = std::max<int64_t>(NR, (512 << 10) / (kGemmDepth * sizeof(T)) / NR * NR);
+  const int64_t widest_block = std::max<int64_t>(NR, (512 << 10) / (kGemmDepth * sizeof(T)) / NR * NR);
   const int64_t row_blocks = div_up(g.M, kGemmRowBlock);
-  const int64_t outputs = g.reduced ? 1 : g.batch;
-  while (col_block > NR && outputs * row_blocks * div_up(g.N, col_block) < 2 * threads) col_block = div_up(col_block / 2, NR) * NR;
-  const int64_t col_blocks = div_up(g.N, col_block);
   const int64_t depth_max = std::min(g.K, kGemmDepth), depth_blocks = div_up(g.K, kGemmDepth);
-  const int64_t task_work = std::min(g.M, kGemmRowBlock) * std::min(g.N, col_block) * g.K * (g.reduced ? g.batch : 1);
+  const int64_t steps = g.reduced ? g.batch * depth_blocks : depth_blocks;
+  const int64_t slots = !g.reduced ? 1 : std::clamp<int64_t>(
+      std::min(kReductionTasks / (row_blocks * div_up(g.N, widest_block)), g.batch * g.K / kMinSlotDepth), 1, steps);
+  const int64_t outputs = g.reduced ? slots : g.batch;
+  int64_t col_block = widest_block;
+  while (col_block > NR && outputs * row_blocks * div_up(g.N, col_block) < 2 * threads)
+    col_block = div_up(col_block / 2, NR) * NR;
+  const int64_t col_blocks = div_up(g.N, col_block);
+  const int64_t task_work =
+      std::min(g.M, kGemmRowBlock) * std::min(g.N, col_block) * g.K * (g.reduced ? div_up(g.batch, slots) : 1);
 
   // A shared by the whole batch (the weights) is packed once, every (row block, depth block) panel, not per task.
   const bool shared_a = g.a.batch_stride == 0 && g.batch > 1;
@@ -168,6 +180,8 @@ void gemm(const GemmProblem<T>& g) {
              a_shared.data() + panel * a_panel);
     });
   }
+  // Slot 0 sums into C itself; slot s > 0 into partials[s - 1] (M x N, zero to start).
+  std::vector<T> partials((slots - 1) * g.M * g.N, T(0));
 
   at::parallel_for(0, outputs * row_blocks * col_blocks, std::max<int64_t>(1, kMinWorkPerThread / task_work),
                    [&](int64_t begin, int64_t end) {
@@ -177,25 +191,37 @@ void gemm(const GemmProblem<T>& g) {
       const int64_t jb = task % col_blocks, ib = task / col_blocks % row_blocks, out = task / col_blocks / row_blocks;
       const int64_t row0 = ib * kGemmRowBlock, rows = std::min(kGemmRowBlock, g.M - row0);
       const int64_t col0 = jb * col_block, cols = std::min(col_block, g.N - col0);
-      T* c = g.c + out * g.c_batch_stride + row0 * g.c_row_stride + col0;
-      for (int64_t b = g.reduced ? 0 : out; b < (g.reduced ? g.batch : out + 1); ++b) {
+      T* c = g.reduced && out > 0 ? partials.data() + (out - 1) * g.M * g.N + row0 * g.N + col0
+                                  : g.c + (g.reduced ? 0 : out * g.c_batch_stride) + row0 * g.c_row_stride + col0;
+      const int64_t ldc = g.reduced && out > 0 ? g.N : g.c_row_stride;
+      // This task's (batch entry, KC block) steps, in order.
+      const int64_t first = g.reduced ? out * steps / slots : 0, last = g.reduced ? (out + 1) * steps / slots : steps;
+      for (int64_t step = first; step < last; ++step) {
+        const int64_t b = g.reduced ? step / depth_blocks : out, k0 = step % depth_blocks * kGemmDepth;
         const GemmOperand<T> a = g.a.batch(b), bm = g.b.batch(b);
-        for (int64_t k0 = 0; k0 < g.K; k0 += kGemmDepth) {
-          const int64_t depth = std::min(kGemmDepth, g.K - k0);
-          const T* a_panel_data = a_packed.data();
-          if (shared_a) {
-            a_panel_data = a_shared.data() + (ib * depth_blocks + k0 / kGemmDepth) * a_panel;
-          } else {
-            pack_a(a, row0, rows, k0, depth, a_packed.data());
-          }
-          pack_b(bm, k0, depth, col0, cols, b_packed.data());
-          for (int64_t j = 0; j < cols; j += NR)
-            for (int64_t i = 0; i < rows; i += MR)
-              gemm_tile(depth, a_panel_data + i * depth, b_packed.data() + j * depth, c + i * g.c_row_stride + j,
-                        g.c_row_stride, std::min(MR, rows - i), std::min(NR, cols - j));
+        const int64_t depth = std::min(kGemmDepth, g.K - k0);
+        const T* a_panel_data = a_packed.data();
+        if (shared_a) {
+          a_panel_data = a_shared.data() + (ib * depth_blocks + k0 / kGemmDepth) * a_panel;
+        } else {
+          pack_a(a, row0, rows, k0, depth, a_packed.data());
         }
+        pack_b(bm, k0, depth, col0, cols, b_packed.data());
+        for (int64_t j = 0; j < cols; j += NR)
+          for (int64_t i = 0; i < rows; i += MR)
+            gemm_tile(depth, a_panel_data + i * depth, b_packed.data() + j * depth, c + i * ldc + j, ldc,
+                      std::min(MR, rows - i), std::min(NR, cols - j));
       }
     }
+  });
+  if (slots == 1) return;
+  at::parallel_for(0, g.M, std::max<int64_t>(1, kMinWorkPerThread / (g.N * slots)), [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i)
+      for (int64_t s = 0; s + 1 < slots; ++s) {
+        const T* partial = partials.data() + s * g.M * g.N + i * g.N;
+        T* c = g.c + i * g.c_row_stride;
+        for (int64_t j = 0; j < g.N; ++j) c[j] += partial[j];
+      }
   });
 }
 

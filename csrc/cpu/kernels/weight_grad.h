@@ -6,11 +6,11 @@
 // the forward pass stages them (staging.h: tap (c, r, s) at pixel m reads x_staged[tap_offset + m]), and
 // gy's rows on the same pixel grid, zero at the columns that are not outputs. Two drivers, chosen in
 // weight_grad_kernel; in both, every sum runs in an order fixed by the sizes, never by the thread count:
-//  - weight_grad_dense (K per group >= a vector): chunks of units that fit in cache are staged, gy transposed
-//    to pixel-major; then each output tile, owned by one task, adds the chunk's sums with channel_sums:
-//    acc[tap j][k lanes] += gy_t[m][k lanes] * x[tap_j + m].
-//  - weight_grad_few_channels (single channel, depthwise, LeNet): units are dealt in order to a fixed number
-//    of partial sums, added in order at the end; pixel_sums computes
+//  - weight_grad_dense (many outputs: K per group >= a vector and many taps): chunks of units that fit in
+//    cache are staged, gy transposed to pixel-major; then each output tile, owned by one task, adds the
+//    chunk's sums with channel_sums: acc[tap j][k lanes] += gy_t[m][k lanes] * x[tap_j + m].
+//  - weight_grad_few_outputs (single channel, depthwise, LeNet, stems): units are dealt in order to a fixed
+//    number of partial sums, added in order at the end; pixel_sums computes
 //    acc[k][tap j] (vectors over pixels) += gy[k][m..] * x[tap_j + m..], summed across lanes at the end.
 // Memory: x and gy are read once into staging (plus halo rows); gw is written once per chunk or partial.
 //
@@ -111,7 +111,7 @@ void weight_grad_dense(const DirectProblem& d, const StagedLayout& layout, const
                        const T* x, T* gw) {
   using S = Simd<T>;
   constexpr int J = kAccumulators / KV;
-  constexpr int64_t kChunkBytes = 4 << 20;
+  constexpr int64_t kChunkBytes = 1 << 20;
   const int64_t Cg = d.C_per_group(), Kg = d.K_per_group(), taps = layout.tap_offsets.size();
   const int64_t block = KV * S::lanes, padded_K = div_up(Kg, block) * block, pixels = layout.rows * layout.width;
   const int64_t grad_size = pixels * padded_K, unit_size = d.groups * (layout.size + grad_size);
@@ -145,11 +145,11 @@ void weight_grad_dense(const DirectProblem& d, const StagedLayout& layout, const
   }
 }
 
-// Few output channels (single channel, depthwise, LeNet). Units are dealt in order to a fixed number of
+// Few outputs (single channel, depthwise, LeNet, stems). Units are dealt in order to a fixed number of
 // partial sums (a function of the sizes); each unit stages x and gy for a group and adds its sums, KB
 // channels x J taps at a time; the partials are added in order at the end.
 template <typename T, int KB>
-void weight_grad_few_channels(const DirectProblem& d, const StagedLayout& layout, const Units& units,
+void weight_grad_few_outputs(const DirectProblem& d, const StagedLayout& layout, const Units& units,
                               const T* gy, const T* x, T* gw) {
   using S = Simd<T>;
   constexpr int J = std::min(12, kAccumulators / KB);
@@ -194,8 +194,14 @@ void weight_grad_few_channels(const DirectProblem& d, const StagedLayout& layout
   });
 }
 
-// The one place a kernel is chosen: output channels across the lanes when a group has at least a vector
-// of them, else pixels across the lanes, a few channels at a time.
+// Below this many outputs per group (K per group x taps) the pixel sums were faster, with no transposes of gy:
+// 2-4x on stems (3 input channels, 224x224), LeNet and 8-32 channel layers; the channel sums win from about
+// 20000 outputs on (64 channels 3x3: 1.5x). Measured on AVX-512, 2 threads.
+constexpr int64_t kMaxPixelSumOutputs = 16384;
+
+// The one place a kernel is chosen: pixels across the lanes, a few channels at a time, for groups with few
+// outputs (few output channels: single channel, depthwise, LeNet; or few taps: stems); else output channels
+// across the lanes (dense layers).
 template <typename T>
 void weight_grad_kernel(const Corr2dProblem& p, const T* gy, const T* x, T* gw) {
   using S = Simd<T>;
@@ -207,16 +213,18 @@ void weight_grad_kernel(const Corr2dProblem& p, const T* gy, const T* x, T* gw) 
   const int64_t rows = staged_rows(d, grad_row_bytes, sizeof(T));
   const StagedLayout layout = make_layout(d, rows);
   const Units units{rows, div_up(p.P, rows), p.N * div_up(p.P, rows)};
+  if (Kg < S::lanes || Kg * p.C_per_group() * p.R * p.S <= kMaxPixelSumOutputs) {
+    switch (std::min<int64_t>(Kg, 4)) {
+      case 1: return weight_grad_few_outputs<T, 1>(d, layout, units, gy, x, gw);
+      case 2: return weight_grad_few_outputs<T, 2>(d, layout, units, gy, x, gw);
+      case 3: return weight_grad_few_outputs<T, 3>(d, layout, units, gy, x, gw);
+      default: return weight_grad_few_outputs<T, 4>(d, layout, units, gy, x, gw);
+    }
+  }
   // Four vectors of channels per tile where there are that many: fewer broadcasts per multiply-add.
   if (Kg >= 4 * S::lanes) return weight_grad_dense<T, 4>(d, layout, units, gy, x, gw);
   if (Kg > S::lanes) return weight_grad_dense<T, 2>(d, layout, units, gy, x, gw);
-  if (Kg == S::lanes) return weight_grad_dense<T, 1>(d, layout, units, gy, x, gw);
-  switch (std::min<int64_t>(Kg, 4)) {
-    case 1: return weight_grad_few_channels<T, 1>(d, layout, units, gy, x, gw);
-    case 2: return weight_grad_few_channels<T, 2>(d, layout, units, gy, x, gw);
-    case 3: return weight_grad_few_channels<T, 3>(d, layout, units, gy, x, gw);
-    default: return weight_grad_few_channels<T, 4>(d, layout, units, gy, x, gw);
-  }
+  return weight_grad_dense<T, 1>(d, layout, units, gy, x, gw);
 }
 
 TORCHCORR_ISA_END
