@@ -33,6 +33,14 @@ PATHS = {
     # depthwise and channel multipliers
     "depthwise": P(2, 12, 15, 17, 12, 3, 3, (1, 1), (1, 1), (1, 1), 12, True),
     "depthwise_multiplier": P(2, 4, 15, 17, 12, 5, 5, (1, 1), (2, 2), (1, 1), 4, True),
+    # depthwise on small planes with channels across the lanes (channel_vectors.h): whole blocks of channels
+    # and a partial one, rows of 3/5/7 taps at strides 1 and 2, a dilated kernel, many runs per row, 1x1 planes
+    "channel_vectors_7x7_plane": P(1, 35, 7, 7, 35, 7, 7, (1, 1), (3, 3), (1, 1), 35, True),
+    "channel_vectors_5x5_stride2": P(2, 20, 14, 13, 20, 5, 5, (2, 2), (2, 2), (1, 1), 20, True),
+    "channel_vectors_7x7_stride2": P(1, 16, 15, 16, 16, 7, 7, (2, 2), (3, 3), (1, 1), 16, False),
+    "channel_vectors_dilated": P(1, 17, 9, 10, 17, 3, 3, (1, 1), (2, 2), (2, 2), 17, True),
+    "channel_vectors_wide_rows": P(2, 32, 5, 30, 32, 3, 3, (1, 1), (1, 1), (1, 1), 32, True),
+    "channel_vectors_one_pixel": P(3, 16, 1, 1, 16, 3, 3, (1, 1), (1, 1), (1, 1), 16, False),
     # strides: stride phases in the staging, and in the input gradient phases no tap reaches
     "strided": P(2, 4, 17, 19, 6, 3, 3, (2, 3), (1, 1), (1, 1), 1, True),
     "strided_1x1": P(2, 8, 16, 15, 70, 1, 1, (2, 2), (0, 0), (1, 1), 1, True),

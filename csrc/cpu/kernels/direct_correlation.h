@@ -8,7 +8,8 @@
 // runs over the staged rows (columns >= Q are computed and dropped). Padding, stride and
 // dilation all disappear into the staging; the inner kernels only see "acc += weight * x[offset + pixel]".
 //
-// Two register-blocked kernels, chosen in choose_kernel:
+// Two register-blocked kernels, chosen in choose_kernel (which sends depthwise layers on small planes to
+// channel_vectors.h, its own staging with channels across the lanes):
 //  - channel_tile (K per group > four vectors): output channels across the vector lanes, J pixels
 //    down the registers; per tap it loads KV weight vectors and broadcasts J input values.
 //  - pixel_tile (fewer output channels: single-channel images, depthwise, LeNet): pixels across the lanes,
@@ -21,6 +22,7 @@
 
 #include "../cpu_kernel_utils.h"
 #include "../direct_corr.h"
+#include "channel_vectors.h"
 #include "isa.h"
 #include "simd.h"
 #include "staging.h"
@@ -110,13 +112,16 @@ struct PixelWriter {
   }
 };
 
-enum class Kernel { channel_tile, pixel_tile };
+enum class Kernel { channel_vectors, channel_tile, pixel_tile };
 
-// The one place a kernel is chosen: output channels across the lanes when a group has more than four vectors
-// of them (wide dense layers), else pixels across the lanes, up to 8 channels at a time (single channel,
-// depthwise, LeNet, and layers up to 64 float channels, where measured on AVX-512 it was as fast or faster:
-// a channel tile of one or two vectors spends a broadcast per multiply-add).
-Kernel choose_kernel(const DirectProblem& d, int lanes) {
+// The one place a kernel is chosen: channels across the lanes for depthwise layers whose padded planes are
+// small (channel_vectors.h: every lane a real output, where a row of 7-28 pixels leaves most pixel lanes to
+// halo columns); output channels across the lanes when a group has more than four vectors of them (wide dense
+// layers); else pixels across the lanes, up to 8 channels at a time (single channel, larger depthwise planes,
+// LeNet, and layers up to 64 float channels, where measured on AVX-512 it was as fast or faster: a channel
+// tile of one or two vectors spends a broadcast per multiply-add).
+Kernel choose_kernel(const DirectProblem& d, int lanes, int64_t element_size) {
+  if (channel_vectors_apply(d, lanes, element_size)) return Kernel::channel_vectors;
   return d.K_per_group() > 4 * lanes ? Kernel::channel_tile : Kernel::pixel_tile;
 }
 
@@ -201,7 +206,8 @@ void direct_correlation(const DirectProblem& d, const T* x, const T* w, WeightOr
   using S = Simd<T>;
   const int64_t Kg = d.K_per_group(), Cg = d.C_per_group();
   if (d.N == 0 || d.K == 0 || d.P == 0 || d.Q == 0) return;
-  const Kernel kernel = choose_kernel(d, S::lanes);
+  const Kernel kernel = choose_kernel(d, S::lanes, sizeof(T));
+  if (kernel == Kernel::channel_vectors) return channel_vectors(d, x, w, order, bias, y, grid);
   const int64_t block_size = kernel == Kernel::channel_tile ? S::lanes : std::min(Kg, kMaxPixelBlock);
   const int64_t blocks = div_up(Kg, block_size);
   const std::vector<T> packed = pack_weights(d, w, order, block_size);

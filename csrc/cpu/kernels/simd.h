@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 
 TORCHCORR_ISA_BEGIN
 
@@ -33,6 +34,34 @@ struct Simd {
     T total = 0;
     for (int i = 0; i < lanes; ++i) total += v[i];
     return total;
+  }
+
+  // rows[i][j] becomes rows[j][i]: log2(lanes) rounds, each interleaving row i with row i + lanes/2.
+  static void transpose(Vec* rows) {
+#if defined(__GNUC__) && !defined(__clang__)
+    using Index = std::conditional_t<sizeof(T) == 4, int32_t, int64_t>;
+    typedef Index Mask __attribute__((vector_size(kVectorBytes)));
+    Mask low, high;
+    for (int i = 0; i < lanes; ++i) {
+      low[i] = i / 2 + (i % 2) * lanes;
+      high[i] = low[i] + lanes / 2;
+    }
+    for (int round = 1; round < lanes; round *= 2) {
+      Vec next[lanes];
+      for (int i = 0; i < lanes / 2; ++i) {
+        next[2 * i] = __builtin_shuffle(rows[i], rows[i + lanes / 2], low);
+        next[2 * i + 1] = __builtin_shuffle(rows[i], rows[i + lanes / 2], high);
+      }
+      for (int i = 0; i < lanes; ++i) rows[i] = next[i];
+    }
+#else
+    for (int i = 0; i < lanes; ++i)
+      for (int j = 0; j < i; ++j) {
+        const T value = rows[i][j];
+        rows[i][j] = rows[j][i];
+        rows[j][i] = value;
+      }
+#endif
   }
 };
 

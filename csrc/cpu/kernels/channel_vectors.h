@@ -1,0 +1,203 @@
+// Depthwise correlation with channels across the vector lanes (forward pass and input gradient of depthwise
+// layers on small planes), compiled once per instruction-set level (isa.h). The problem is the direct
+// engine's (../direct_corr.h): y[n,c,p,q] = bias[c] + sum_{r,s} V[n,c](p*sh + r*dh, q*sw + s*dw) * w[c,r,s].
+//
+// Why: on the 7x7-28x28 planes of modern CNNs a row of pixels fills few vector lanes (7 of 16 on 7x7), and
+// the pixel tiles of direct_correlation.h spend most lanes on halo columns. With L channels in the lanes every
+// lane is a real output, whatever the plane size.
+//
+// Work split: one task per (image n, block of L channels). The task stages its channels' whole virtual input
+// (the padded planes, or the cropped ones of an input gradient) transposed to [row][column][L], zero outside
+// the real planes; then for each output row and run of J outputs it keeps J vectors in registers and, per
+// tap, loads the tap's L weights once and J staged vectors. The J x L results are transposed back into the
+// output planes on `grid`. Memory: x read once, y written once; the staged planes (VH x VW x L) stay in L1/L2.
+// Each output is one task's sum over the taps in (r, s) order: the same bits whatever the thread count.
+#pragma once
+
+#include "../cpu_kernel_utils.h"
+#include "../direct_corr.h"
+#include "isa.h"
+#include "simd.h"
+
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <vector>
+
+TORCHCORR_ISA_BEGIN
+
+// Depthwise problems whose staged planes are at most this large run with channels across the lanes: up to
+// 28x28 planes for 3x3 kernels, 56x56 for 5x5 and larger, whose taps amortise the transposes (measured on
+// AVX-512, 2 threads: 56x56 planes were 1.2x faster than the pixel tiles at 7x7, 0.85x at 3x3).
+constexpr int64_t kChannelVectorStagedBytes = 96 << 10, kChannelVectorStagedBytesLargeKernel = 320 << 10;
+
+// The virtual input rows and columns the outputs read.
+inline int64_t virtual_extent(int64_t outputs, int64_t stride, int64_t taps, int64_t dilation) {
+  return (outputs - 1) * stride + (taps - 1) * dilation + 1;
+}
+
+inline bool channel_vectors_apply(const DirectProblem& d, int64_t lanes, int64_t element_size) {
+  constexpr int64_t kMaxStep = 8;  // strides and dilations of real layers (and no overflow below)
+  if (d.C_per_group() != 1 || d.K_per_group() != 1 || d.P == 0 || d.Q == 0) return false;
+  if (std::max({d.stride_h, d.stride_w, d.dilation_h, d.dilation_w}) > kMaxStep) return false;
+  if (d.P > 1024 || d.Q > 1024 || d.R > 64 || d.S > 64) return false;
+  const int64_t rows = virtual_extent(d.P, d.stride_h, d.R, d.dilation_h);
+  const int64_t cols = virtual_extent(d.Q, d.stride_w, d.S, d.dilation_w);
+  const int64_t limit = d.R * d.S >= 25 ? kChannelVectorStagedBytesLargeKernel : kChannelVectorStagedBytes;
+  return rows * cols * lanes * element_size <= limit;
+}
+
+// out[j] = bias + sum_{r,s} w[r][s] * x[(r*row_step + s*col_step + j*stride_step) lanes] for j < J; x points
+// at the staged row p*sh, column q0*sw. Per tap: one weight vector and J input vectors.
+template <typename T, int J>
+void channel_vector_run(const T* x, const T* w, int64_t R, int64_t S, int64_t row_step, int64_t col_step,
+                        int64_t stride_step, typename Simd<T>::Vec bias, typename Simd<T>::Vec* out) {
+  using V = Simd<T>;
+  typename V::Vec acc[J];
+  for (int j = 0; j < J; ++j) acc[j] = bias;
+  for (int64_t r = 0; r < R; ++r) {
+    const T* row = x + r * row_step;
+    for (int64_t s = 0; s < S; ++s, w += V::lanes) {
+      const typename V::Vec wv = V::load(w);
+      const T* tap = row + s * col_step;
+      for (int j = 0; j < J; ++j) acc[j] += wv * V::load(tap + j * stride_step);
+    }
+  }
+  for (int j = 0; j < J; ++j) out[j] = acc[j];
+}
+
+// The same for KS taps per row, column stride SW and dilation 1 (the depthwise layers of real models): a
+// row's (J - 1) * SW + KS input vectors are loaded once and each serves up to KS taps.
+template <typename T, int J, int KS, int SW>
+void channel_vector_run_rows(const T* x, const T* w, int64_t R, int64_t, int64_t row_step, int64_t, int64_t,
+                             typename Simd<T>::Vec bias, typename Simd<T>::Vec* out) {
+  using V = Simd<T>;
+  constexpr int X = (J - 1) * SW + KS;
+  typename V::Vec acc[J];
+  for (int j = 0; j < J; ++j) acc[j] = bias;
+  for (int64_t r = 0; r < R; ++r, w += KS * V::lanes) {
+    typename V::Vec xv[X];
+    for (int i = 0; i < X; ++i) xv[i] = V::load(x + r * row_step + i * V::lanes);
+    for (int s = 0; s < KS; ++s) {
+      const typename V::Vec wv = V::load(w + s * V::lanes);
+      for (int j = 0; j < J; ++j) acc[j] += wv * xv[j * SW + s];
+    }
+  }
+  for (int j = 0; j < J; ++j) out[j] = acc[j];
+}
+
+template <typename T, int J>
+using ChannelVectorRun = void (*)(const T*, const T*, int64_t, int64_t, int64_t, int64_t, int64_t,
+                                  typename Simd<T>::Vec, typename Simd<T>::Vec*);
+
+template <typename T, int J>
+ChannelVectorRun<T, J> choose_channel_vector_run(const DirectProblem& d) {
+  if (d.dilation_w == 1 && (d.stride_w == 1 || d.stride_w == 2)) {
+#define TORCHCORR_ROWS_CASE(KS)                                                                   \
+  if (d.S == KS) return d.stride_w == 1 ? &channel_vector_run_rows<T, J, KS, 1> : &channel_vector_run_rows<T, J, KS, 2>;
+    TORCHCORR_ROWS_CASE(3) TORCHCORR_ROWS_CASE(5) TORCHCORR_ROWS_CASE(7)
+#undef TORCHCORR_ROWS_CASE
+  }
+  return &channel_vector_run<T, J>;
+}
+
+// Pixel-major <-> channel-major for L channels: pixel m of channel l is planes[l * plane_stride + m], and
+// pixel m's vector of L channels goes to (or comes from) pixels[index(m)]. L pixels at a time through a
+// register transpose; the tail one value at a time.
+template <typename T, typename Index>
+void gather_channels(const T* planes, int64_t plane_stride, int64_t channels, int64_t count, const Index& index,
+                     T* pixels) {
+  using S = Simd<T>;
+  constexpr int64_t L = S::lanes;
+  int64_t m = 0;
+  if (channels == L) {
+    typename S::Vec block[L];
+    for (; m + L <= count; m += L) {
+      for (int64_t l = 0; l < L; ++l) block[l] = S::load(planes + l * plane_stride + m);
+      S::transpose(block);
+      for (int64_t i = 0; i < L; ++i) S::store(pixels + index(m + i), block[i]);
+    }
+  }
+  for (; m < count; ++m)
+    for (int64_t l = 0; l < channels; ++l) pixels[index(m) + l] = planes[l * plane_stride + m];
+}
+
+template <typename T, typename Index>
+void scatter_channels(const T* pixels, const Index& index, int64_t channels, int64_t count, T* planes,
+                      int64_t plane_stride) {
+  using S = Simd<T>;
+  constexpr int64_t L = S::lanes;
+  int64_t m = 0;
+  if (channels == L) {
+    typename S::Vec block[L];
+    for (; m + L <= count; m += L) {
+      for (int64_t i = 0; i < L; ++i) block[i] = S::load(pixels + index(m + i));
+      S::transpose(block);
+      for (int64_t l = 0; l < L; ++l) S::store(planes + l * plane_stride + m, block[l]);
+    }
+  }
+  for (; m < count; ++m)
+    for (int64_t l = 0; l < channels; ++l) planes[l * plane_stride + m] = pixels[index(m) + l];
+}
+
+template <typename T>
+void channel_vectors(const DirectProblem& d, const T* x, const T* w, WeightOrder order, const T* bias, T* y,
+                     const OutputGrid& grid) {
+  using S = Simd<T>;
+  constexpr int64_t L = S::lanes;
+  constexpr int J = kAccumulators / 3;  // outputs per run: J accumulators, and room for a row's inputs
+  const int64_t C = d.C, RS = d.R * d.S, blocks = div_up(C, L);
+  const int64_t VH = virtual_extent(d.P, d.stride_h, d.R, d.dilation_h);
+  const int64_t VW = virtual_extent(d.Q, d.stride_w, d.S, d.dilation_w);
+  // packed[block][r][s][0..L) = the tap's weight of channel block*L + l (flipped for the adjoint), 0 past C.
+  std::vector<T> packed(blocks * RS * L, T(0)), biases(blocks * L, T(0));
+  for (int64_t c = 0; c < C; ++c) {
+    for (int64_t rs = 0; rs < RS; ++rs)
+      packed[(c / L * RS + rs) * L + c % L] = w[c * RS + (order == WeightOrder::as_given ? rs : RS - 1 - rs)];
+    if (bias != nullptr) biases[c] = bias[c];
+  }
+  // The real rows and columns of the virtual planes: virtual i is real i - offset.
+  const int64_t h0 = std::max<int64_t>(0, -d.offset_h), h1 = std::min(d.H, VH - d.offset_h);
+  const int64_t w0 = std::max<int64_t>(0, -d.offset_w), w1 = std::min(d.W, VW - d.offset_w);
+  const int64_t plane_out = grid.rows * grid.cols;
+  const ChannelVectorRun<T, J> run_outputs = choose_channel_vector_run<T, J>(d);
+
+  parallel_tasks(d.N * blocks, d.P * d.Q * RS * L, [&](int64_t task) {
+    const int64_t n = task / blocks, block = task % blocks, c0 = block * L, channels = std::min(L, C - c0);
+    // Slack past the last row: a run of J outputs is always computed, and those past Q are dropped.
+    thread_local std::vector<T> staged, out;
+    staged.assign((VH * VW + J * d.stride_w) * L, T(0));
+    out.resize(d.P * d.Q * L);
+    // Real row h of the planes is virtual row h + offset_h; its columns [w0, w1) are staged.
+    const T* planes = x + (n * C + c0) * d.H * d.W;
+    for (int64_t h = h0; h < h1; ++h) {
+      T* dst = staged.data() + ((h + d.offset_h) * VW + w0 + d.offset_w) * L;
+      gather_channels(planes + h * d.W + w0, d.H * d.W, channels, w1 - w0, [&](int64_t m) { return m * L; }, dst);
+    }
+    const T* weights = packed.data() + block * RS * L;
+    const typename S::Vec b = S::load(biases.data() + c0);
+    alignas(64) typename S::Vec run[J];
+    for (int64_t p = 0; p < d.P; ++p) {
+      const T* row = staged.data() + p * d.stride_h * VW * L;
+      for (int64_t q0 = 0; q0 < d.Q; q0 += J) {
+        const int64_t count = std::min<int64_t>(J, d.Q - q0);
+        run_outputs(row + q0 * d.stride_w * L, weights, d.R, d.S, d.dilation_h * VW * L, d.dilation_w * L,
+                    d.stride_w * L, b, run);
+        for (int64_t j = 0; j < count; ++j) S::store(out.data() + (p * d.Q + q0 + j) * L, run[j]);
+      }
+    }
+    T* planes_out = y + (n * C + c0) * plane_out;
+    if (grid.step_h == 1 && grid.step_w == 1 && grid.first_h == 0 && grid.first_w == 0 && grid.cols == d.Q) {
+      scatter_channels(out.data(), [&](int64_t m) { return m * L; }, channels, d.P * d.Q, planes_out, plane_out);
+    } else {
+      for (int64_t p = 0; p < d.P; ++p)
+        for (int64_t l = 0; l < channels; ++l) {
+          T* dst = planes_out + l * plane_out + (p * grid.step_h + grid.first_h) * grid.cols + grid.first_w;
+          const T* src = out.data() + p * d.Q * L + l;
+          for (int64_t q = 0; q < d.Q; ++q) dst[q * grid.step_w] = src[q * L];
+        }
+    }
+  });
+}
+
+TORCHCORR_ISA_END
