@@ -34,7 +34,8 @@ PATHS = {
     "depthwise": P(2, 12, 15, 17, 12, 3, 3, (1, 1), (1, 1), (1, 1), 12, True),
     "depthwise_multiplier": P(2, 4, 15, 17, 12, 5, 5, (1, 1), (2, 2), (1, 1), 4, True),
     # depthwise on small planes with channels across the lanes (channel_vectors.h): whole blocks of channels
-    # and a partial one, rows of 3/5/7 taps at strides 1 and 2, a dilated kernel, many runs per row, 1x1 planes
+    # and a partial one, rows of 3/5/7 taps at strides 1 and 2, a dilated kernel, many runs per row, 1x1 planes;
+    # weight gradient: 7x7 kernels in tiles of kernel rows (3 + 3 + 1 with AVX-512), 5x5 in 4 + 1
     "channel_vectors_7x7_plane": P(1, 35, 7, 7, 35, 7, 7, (1, 1), (3, 3), (1, 1), 35, True),
     "channel_vectors_5x5_stride2": P(2, 20, 14, 13, 20, 5, 5, (2, 2), (2, 2), (1, 1), 20, True),
     "channel_vectors_7x7_stride2": P(1, 16, 15, 16, 16, 7, 7, (2, 2), (3, 3), (1, 1), 16, False),

@@ -178,6 +178,7 @@ def all_results(x, w, b, grad_output, config):
     (2, 16, 20, 21, 80, 3, 1),   # dense, output channels across the vector lanes
     (1, 1, 200, 190, 1, 5, 1),   # one big single-channel image: the weight gradient is one long sum
     (8, 6, 20, 20, 6, 3, 6),     # depthwise
+    (3, 40, 9, 9, 40, 7, 40),    # depthwise on a small plane: channels across the lanes
     (4, 32, 9, 9, 48, 3, 1),     # a small plane: the weight gradient is a GEMM (csrc/cpu/algorithm.h)
     (4, 40, 9, 11, 56, 1, 1),    # 1x1: every op is a GEMM
     (3, 20, 64, 60, 24, 1, 1),   # 1x1 with few outputs: the weight gradient's sum split into slots

@@ -101,12 +101,11 @@ ChannelVectorRun<T, J> choose_channel_vector_run(const DirectProblem& d) {
   return &channel_vector_run<T, J>;
 }
 
-// Pixel-major <-> channel-major for L channels: pixel m of channel l is planes[l * plane_stride + m], and
-// pixel m's vector of L channels goes to (or comes from) pixels[index(m)]. L pixels at a time through a
-// register transpose; the tail one value at a time.
-template <typename T, typename Index>
-void gather_channels(const T* planes, int64_t plane_stride, int64_t channels, int64_t count, const Index& index,
-                     T* pixels) {
+// Channel-major <-> pixel-major for `channels` <= L channels: pixel m of channel l is planes[l * plane_stride
+// + m], and pixel m's vector of L channels is pixels[m * L ..]. L pixels at a time through a register
+// transpose; the tail one value at a time.
+template <typename T>
+void gather_channels(const T* planes, int64_t plane_stride, int64_t channels, int64_t count, T* pixels) {
   using S = Simd<T>;
   constexpr int64_t L = S::lanes;
   int64_t m = 0;
@@ -115,29 +114,46 @@ void gather_channels(const T* planes, int64_t plane_stride, int64_t channels, in
     for (; m + L <= count; m += L) {
       for (int64_t l = 0; l < L; ++l) block[l] = S::load(planes + l * plane_stride + m);
       S::transpose(block);
-      for (int64_t i = 0; i < L; ++i) S::store(pixels + index(m + i), block[i]);
+      for (int64_t i = 0; i < L; ++i) S::store(pixels + (m + i) * L, block[i]);
     }
   }
   for (; m < count; ++m)
-    for (int64_t l = 0; l < channels; ++l) pixels[index(m) + l] = planes[l * plane_stride + m];
+    for (int64_t l = 0; l < channels; ++l) pixels[m * L + l] = planes[l * plane_stride + m];
 }
 
-template <typename T, typename Index>
-void scatter_channels(const T* pixels, const Index& index, int64_t channels, int64_t count, T* planes,
-                      int64_t plane_stride) {
+template <typename T>
+void scatter_channels(const T* pixels, int64_t channels, int64_t count, T* planes, int64_t plane_stride) {
   using S = Simd<T>;
   constexpr int64_t L = S::lanes;
   int64_t m = 0;
   if (channels == L) {
     typename S::Vec block[L];
     for (; m + L <= count; m += L) {
-      for (int64_t i = 0; i < L; ++i) block[i] = S::load(pixels + index(m + i));
+      for (int64_t i = 0; i < L; ++i) block[i] = S::load(pixels + (m + i) * L);
       S::transpose(block);
       for (int64_t l = 0; l < L; ++l) S::store(planes + l * plane_stride + m, block[l]);
     }
   }
   for (; m < count; ++m)
-    for (int64_t l = 0; l < channels; ++l) planes[l * plane_stride + m] = pixels[index(m) + l];
+    for (int64_t l = 0; l < channels; ++l) planes[l * plane_stride + m] = pixels[m * L + l];
+}
+
+// The virtual planes (../direct_corr.h) of `channels` <= L real planes at x as [row][column][L], zero outside the
+// real planes and in the lanes past `channels`, with `slack_columns` more zero columns at the end.
+template <typename T>
+void stage_channels(const DirectProblem& d, const T* x, int64_t channels, int64_t slack_columns,
+                    std::vector<T>& staged) {
+  constexpr int64_t L = Simd<T>::lanes;
+  const int64_t VH = virtual_extent(d.P, d.stride_h, d.R, d.dilation_h);
+  const int64_t VW = virtual_extent(d.Q, d.stride_w, d.S, d.dilation_w);
+  staged.assign((VH * VW + slack_columns) * L, T(0));
+  // Virtual row i is real row i - offset_h (likewise columns): real rows [h0, h1) and columns [w0, w1) land.
+  const int64_t h0 = std::max<int64_t>(0, -d.offset_h), h1 = std::min(d.H, VH - d.offset_h);
+  const int64_t w0 = std::max<int64_t>(0, -d.offset_w), w1 = std::min(d.W, VW - d.offset_w);
+  for (int64_t h = h0; h < h1; ++h) {
+    T* dst = staged.data() + ((h + d.offset_h) * VW + w0 + d.offset_w) * L;
+    gather_channels(x + h * d.W + w0, d.H * d.W, channels, w1 - w0, dst);
+  }
 }
 
 template <typename T>
@@ -147,8 +163,6 @@ void channel_vectors(const DirectProblem& d, const T* x, const T* w, WeightOrder
   constexpr int64_t L = S::lanes;
   constexpr int J = kAccumulators / 3;  // outputs per run: J accumulators, and room for a row's inputs
   const int64_t C = d.C, RS = d.R * d.S, blocks = div_up(C, L);
-  const int64_t VH = virtual_extent(d.P, d.stride_h, d.R, d.dilation_h);
-  const int64_t VW = virtual_extent(d.Q, d.stride_w, d.S, d.dilation_w);
   // packed[block][r][s][0..L) = the tap's weight of channel block*L + l (flipped for the adjoint), 0 past C.
   std::vector<T> packed(blocks * RS * L, T(0)), biases(blocks * L, T(0));
   for (int64_t c = 0; c < C; ++c) {
@@ -156,24 +170,15 @@ void channel_vectors(const DirectProblem& d, const T* x, const T* w, WeightOrder
       packed[(c / L * RS + rs) * L + c % L] = w[c * RS + (order == WeightOrder::as_given ? rs : RS - 1 - rs)];
     if (bias != nullptr) biases[c] = bias[c];
   }
-  // The real rows and columns of the virtual planes: virtual i is real i - offset.
-  const int64_t h0 = std::max<int64_t>(0, -d.offset_h), h1 = std::min(d.H, VH - d.offset_h);
-  const int64_t w0 = std::max<int64_t>(0, -d.offset_w), w1 = std::min(d.W, VW - d.offset_w);
-  const int64_t plane_out = grid.rows * grid.cols;
+  const int64_t VW = virtual_extent(d.Q, d.stride_w, d.S, d.dilation_w), plane_out = grid.rows * grid.cols;
   const ChannelVectorRun<T, J> run_outputs = choose_channel_vector_run<T, J>(d);
 
   parallel_tasks(d.N * blocks, d.P * d.Q * RS * L, [&](int64_t task) {
     const int64_t n = task / blocks, block = task % blocks, c0 = block * L, channels = std::min(L, C - c0);
     // Slack past the last row: a run of J outputs is always computed, and those past Q are dropped.
     thread_local std::vector<T> staged, out;
-    staged.assign((VH * VW + J * d.stride_w) * L, T(0));
+    stage_channels(d, x + (n * C + c0) * d.H * d.W, channels, J * d.stride_w, staged);
     out.resize(d.P * d.Q * L);
-    // Real row h of the planes is virtual row h + offset_h; its columns [w0, w1) are staged.
-    const T* planes = x + (n * C + c0) * d.H * d.W;
-    for (int64_t h = h0; h < h1; ++h) {
-      T* dst = staged.data() + ((h + d.offset_h) * VW + w0 + d.offset_w) * L;
-      gather_channels(planes + h * d.W + w0, d.H * d.W, channels, w1 - w0, [&](int64_t m) { return m * L; }, dst);
-    }
     const T* weights = packed.data() + block * RS * L;
     const typename S::Vec b = S::load(biases.data() + c0);
     alignas(64) typename S::Vec run[J];
@@ -188,7 +193,7 @@ void channel_vectors(const DirectProblem& d, const T* x, const T* w, WeightOrder
     }
     T* planes_out = y + (n * C + c0) * plane_out;
     if (grid.step_h == 1 && grid.step_w == 1 && grid.first_h == 0 && grid.first_w == 0 && grid.cols == d.Q) {
-      scatter_channels(out.data(), [&](int64_t m) { return m * L; }, channels, d.P * d.Q, planes_out, plane_out);
+      scatter_channels(out.data(), channels, d.P * d.Q, planes_out, plane_out);
     } else {
       for (int64_t p = 0; p < d.P; ++p)
         for (int64_t l = 0; l < channels; ++l) {
@@ -197,6 +202,77 @@ void channel_vectors(const DirectProblem& d, const T* x, const T* w, WeightOrder
           for (int64_t q = 0; q < d.Q; ++q) dst[q * grid.step_w] = src[q * L];
         }
     }
+  });
+}
+
+// Weight gradient of a depthwise layer on small planes, channels across the lanes:
+//   gw[c,r,s] = sum_{n,p,q} gy[n,c,p,q] * V[n,c](p*sh + r*dh, q*sw + s*dw)
+// One task per block of L channels, summing over the images in order: it stages each image's virtual planes
+// and gy ([pixel][L]), then for each tile of KS-tap kernel rows keeps the tile's sums in registers while it
+// walks the pixels: per pixel one gy vector and one input vector per tap. Kernel rows of 3, 5 or 7 taps.
+inline bool channel_vectors_weight_grad_applies(const DirectProblem& d, int64_t lanes, int64_t element_size) {
+  return channel_vectors_apply(d, lanes, element_size) && (d.S == 3 || d.S == 5 || d.S == 7);
+}
+
+// sums[r][s] += sum_{p,q} gy[p][q] * x[p*sh + r*dh][q*sw + s*dw] for RT kernel rows starting at x.
+template <typename T, int RT, int KS>
+void channel_vector_tap_sums(const DirectProblem& d, const T* x, int64_t VW, const T* gy, T* sums) {
+  using V = Simd<T>;
+  constexpr int64_t L = V::lanes;
+  typename V::Vec acc[RT][KS];
+  for (int r = 0; r < RT; ++r)
+    for (int s = 0; s < KS; ++s) acc[r][s] = V::load(sums + (r * KS + s) * L);
+  for (int64_t p = 0; p < d.P; ++p) {
+    const T* rows[RT];
+    for (int r = 0; r < RT; ++r) rows[r] = x + (p * d.stride_h + r * d.dilation_h) * VW * L;
+    for (int64_t q = 0; q < d.Q; ++q) {
+      const typename V::Vec g = V::load(gy + (p * d.Q + q) * L);
+      for (int r = 0; r < RT; ++r)
+        for (int s = 0; s < KS; ++s) acc[r][s] += g * V::load(rows[r] + (q * d.stride_w + s * d.dilation_w) * L);
+    }
+  }
+  for (int r = 0; r < RT; ++r)
+    for (int s = 0; s < KS; ++s) V::store(sums + (r * KS + s) * L, acc[r][s]);
+}
+
+// Kernel rows per tile: as many as the accumulators hold.
+template <int KS>
+constexpr int kTileRows = std::max(1, kAccumulators / KS);
+
+template <typename T, int KS, int RT = kTileRows<KS>>
+void channel_vector_kernel_rows(const DirectProblem& d, const T* x, int64_t VW, const T* gy, int64_t rows, T* sums) {
+  if constexpr (RT > 1) {
+    if (rows < RT) return channel_vector_kernel_rows<T, KS, RT - 1>(d, x, VW, gy, rows, sums);
+  }
+  channel_vector_tap_sums<T, RT, KS>(d, x, VW, gy, sums);
+}
+
+template <typename T>
+void channel_vectors_weight_grad(const DirectProblem& d, const T* gy, const T* x, T* gw) {
+  using V = Simd<T>;
+  constexpr int64_t L = V::lanes;
+  const int64_t C = d.C, RS = d.R * d.S, blocks = div_up(C, L);
+  const int64_t VW = virtual_extent(d.Q, d.stride_w, d.S, d.dilation_w);
+  const int64_t tile_rows = d.S == 3 ? kTileRows<3> : d.S == 5 ? kTileRows<5> : kTileRows<7>;
+  parallel_tasks(blocks, d.N * d.P * d.Q * RS * L, [&](int64_t block) {
+    const int64_t c0 = block * L, channels = std::min(L, C - c0);
+    thread_local std::vector<T> staged, grads;
+    std::vector<T> sums(RS * L, T(0));
+    grads.assign(d.P * d.Q * L, T(0));
+    for (int64_t n = 0; n < d.N; ++n) {
+      stage_channels(d, x + (n * C + c0) * d.H * d.W, channels, 0, staged);
+      gather_channels(gy + (n * C + c0) * d.P * d.Q, d.P * d.Q, channels, d.P * d.Q, grads.data());
+      for (int64_t r0 = 0; r0 < d.R; r0 += tile_rows) {
+        const int64_t rows = std::min(d.R - r0, tile_rows);
+        const T* first = staged.data() + r0 * d.dilation_h * VW * L;
+        T* tile = sums.data() + r0 * d.S * L;
+        if (d.S == 3) channel_vector_kernel_rows<T, 3>(d, first, VW, grads.data(), rows, tile);
+        if (d.S == 5) channel_vector_kernel_rows<T, 5>(d, first, VW, grads.data(), rows, tile);
+        if (d.S == 7) channel_vector_kernel_rows<T, 7>(d, first, VW, grads.data(), rows, tile);
+      }
+    }
+    for (int64_t l = 0; l < channels; ++l)
+      for (int64_t rs = 0; rs < RS; ++rs) gw[(c0 + l) * RS + rs] = sums[rs * L + l];
   });
 }
 

@@ -18,6 +18,7 @@
 
 #include "../cpu_kernel_utils.h"
 #include "../direct_corr.h"
+#include "channel_vectors.h"
 #include "isa.h"
 #include "simd.h"
 #include "staging.h"
@@ -199,9 +200,10 @@ void weight_grad_few_outputs(const DirectProblem& d, const StagedLayout& layout,
 // 20000 outputs on (64 channels 3x3: 1.5x). Measured on AVX-512, 2 threads.
 constexpr int64_t kMaxPixelSumOutputs = 16384;
 
-// The one place a kernel is chosen: pixels across the lanes, a few channels at a time, for groups with few
-// outputs (few output channels: single channel, depthwise, LeNet; or few taps: stems); else output channels
-// across the lanes (dense layers).
+// The one place a kernel is chosen: channels across the lanes for depthwise layers on small planes
+// (channel_vectors.h, as in the forward pass); pixels across the lanes, a few channels at a time, for groups
+// with few outputs (few output channels: single channel, depthwise, LeNet; or few taps: stems); else output
+// channels across the lanes (dense layers).
 template <typename T>
 void weight_grad_kernel(const Corr2dProblem& p, const T* gy, const T* x, T* gw) {
   using S = Simd<T>;
@@ -209,6 +211,7 @@ void weight_grad_kernel(const Corr2dProblem& p, const T* gy, const T* x, T* gw) 
   const int64_t Kg = p.K_per_group();
   std::fill(gw, gw + p.K * p.C_per_group() * p.R * p.S, T(0));
   if (p.N * p.P == 0 || p.K == 0) return;
+  if (channel_vectors_weight_grad_applies(d, S::lanes, sizeof(T))) return channel_vectors_weight_grad(d, gy, x, gw);
   const int64_t grad_row_bytes = (Kg + 2 * S::lanes) * (p.Q + p.S * p.dilation_w) * sizeof(T);
   const int64_t rows = staged_rows(d, grad_row_bytes, sizeof(T));
   const StagedLayout layout = make_layout(d, rows);
