@@ -22,8 +22,7 @@ Algorithm choose_algorithm(const Corr2dProblem& p, Op op) {
   if (!gemm_enabled() || p.groups != 1 || p.K < kGemmMinChannels || p.C < kGemmMinChannels) return Algorithm::direct;
   const bool strided = p.stride_h > 1 || p.stride_w > 1;
   if (is_pointwise(p)) return Algorithm::gemm;
-  if (gemm_everywhere.load(std::memory_order_relaxed)) return op == Op::input_grad && strided ? Algorithm::direct
-                                                                                             : Algorithm::gemm;
+  if (gemm_everywhere.load(std::memory_order_relaxed)) return Algorithm::gemm;
   return op == Op::weight_grad && p.P * p.Q <= kGemmMaxWindowPixels ? Algorithm::gemm : Algorithm::direct;
 }
 

@@ -2,6 +2,7 @@
 
 #include "algorithm.h"
 #include "cpu_kernels.h"
+#include "input_grad_phases.h"
 
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
@@ -78,11 +79,29 @@ at::Tensor gemm_input_grad(const Corr2dProblem& p, const at::Tensor& gy, const a
     gx.index_put_({Slice(), Slice(), Slice(0, None, p.stride_h), Slice(0, None, p.stride_w)}, dense);
     return gx;
   }
-  TORCH_INTERNAL_ASSERT(!strided(p), "the gemm family takes strided input gradients of 1x1 layers only");
+  auto gx = at::zeros({p.N, p.C, p.H, p.W}, gy.options());
+  if (strided(p)) {
+    // One product per stride phase, into a dense phase plane that is then written to the phase's pixels.
+    for_each_phase(p, w, [&](int64_t first_h, int64_t first_w, const PhaseTaps& rows, const PhaseTaps& cols,
+                             const at::Tensor& taps) {
+      const int64_t R = taps.size(2), S = taps.size(3);
+      const ConvWindows windows{p.P, p.Q, R, S, cols.outputs, 1, 1, rows.offset, cols.offset,
+                                rows.spacing, cols.spacing, false};
+      auto phase = at::zeros({p.N, p.C, rows.outputs, cols.outputs}, gy.options());
+      AT_DISPATCH_FLOATING_TYPES(gy.scalar_type(), "gemm_input_grad_cpu", [&] {
+        GemmOperand<scalar_t> b = images<scalar_t>(gy);
+        b.windows = &windows;
+        run_gemm<scalar_t>({p.C, rows.outputs * cols.outputs, p.K * R * S, p.N, false, matrix<scalar_t>(taps, p.C),
+                            b, phase.mutable_data_ptr<scalar_t>(), rows.outputs * cols.outputs,
+                            p.C * rows.outputs * cols.outputs});
+      });
+      gx.index_put_({Slice(), Slice(), Slice(first_h, None, p.stride_h), Slice(first_w, None, p.stride_w)}, phase);
+    });
+    return gx;
+  }
   const auto adjoint = w.flip({2, 3}).transpose(0, 1).contiguous();  // C x K x R x S
   const ConvWindows windows{p.P, p.Q, p.R, p.S, p.W, 1, 1, p.dilation_h * (p.R - 1) - p.pad_h,
                             p.dilation_w * (p.S - 1) - p.pad_w, p.dilation_h, p.dilation_w, false};
-  auto gx = at::zeros({p.N, p.C, p.H, p.W}, gy.options());
   AT_DISPATCH_FLOATING_TYPES(gy.scalar_type(), "gemm_input_grad_cpu", [&] {
     GemmOperand<scalar_t> b = images<scalar_t>(gy);
     b.windows = &windows;
