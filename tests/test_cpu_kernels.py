@@ -66,6 +66,10 @@ PATHS = {
     "gemm_3x3": P(2, 20, 9, 8, 24, 3, 3, (1, 1), (1, 1), (1, 1), 1, True),
     "gemm_3x3_7x7_plane": P(1, 64, 7, 7, 80, 3, 3, (1, 1), (1, 1), (1, 1), 1, True),
     "gemm_3x3_strided": P(2, 17, 11, 10, 19, 3, 3, (2, 2), (1, 1), (1, 1), 1, True),
+    # a strided input gradient with a phase no tap reaches (kernel 2, stride 3) and a patchify layer (kernel =
+    # stride): one product per stride phase (input_grad_phases.h)
+    "gemm_strided_phases": P(2, 16, 11, 13, 18, 2, 3, (3, 2), (1, 0), (1, 1), 1, True),
+    "gemm_patchify": P(2, 16, 8, 10, 20, 2, 2, (2, 2), (0, 0), (1, 1), 1, True),
     "gemm_dilated": P(1, 16, 12, 13, 18, 5, 3, (1, 1), (3, 0), (2, 1), 1, True),
     "gemm_crop": P(2, 16, 6, 7, 16, 1, 3, (1, 1), (2, 3), (1, 1), 1, True),
     "gemm_7x7_stem_like": P(2, 16, 20, 22, 32, 7, 7, (2, 2), (3, 3), (1, 1), 1, False),

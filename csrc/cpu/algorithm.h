@@ -11,6 +11,9 @@
 //   gemm     weight gradient of any kernel on planes of at      few pixels per image: the direct weight
 //            most kGemmMaxWindowPixels outputs                  gradient's tiles are mostly halo and setup
 //                                                               (512ch 7x7 3x3: 2.8x faster as a GEMM)
+//   gemm     input gradient of strided kxk layers with output   one product per stride phase, into a phase
+//            planes of at most kGemmMaxStridedInputGradPixels   plane then written to its pixels
+//                                                               (input_grad_phases.h); 1.15-1.35x faster there
 //   direct   everything else: forward and input gradient of     staging + register tiles
 //            kxk layers (the windowed GEMM measured slower:     (kernels/direct_correlation.h)
 //            its packing gathers every tap), single-channel

@@ -3,7 +3,8 @@
 //   forward        y[n]  = w (K x C*R*S) · X[n] + b
 //   input grad     gx[n] = w' (C x K*R*S) · GY[n], GY[n] the windows of gy[n] padded by dilation*(kernel-1) -
 //                  padding, w' the kernel flipped with its channel axes swapped (stride 1; a strided 1x1
-//                  layer writes the pixels it read and leaves zeros between them)
+//                  layer writes the pixels it read and leaves zeros between them; a strided kxk layer is one
+//                  such product per stride phase, with the taps that reach it: input_grad_phases.h)
 //   weight grad    gw    = sum_n gy[n] (K x P*Q) · X[n]^T
 // A 1x1 layer without padding reads its input directly (X[n] = x[n], strided pixels gathered into a plane).
 #pragma once
