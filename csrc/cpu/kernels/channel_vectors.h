@@ -101,41 +101,22 @@ ChannelVectorRun<T, J> choose_channel_vector_run(const DirectProblem& d) {
   return &channel_vector_run<T, J>;
 }
 
-// Channel-major <-> pixel-major for `channels` <= L channels: pixel m of channel l is planes[l * plane_stride
-// + m], and pixel m's vector of L channels is pixels[m * L ..]. L pixels at a time through a register
-// transpose; the tail one value at a time.
+// dst[j * dst_stride + i] = src[i * src_stride + j] for i < rows, j < cols: whole L x L blocks through a
+// register transpose, the edges one value at a time. Channel-major planes <-> pixel-major vectors of L lanes.
 template <typename T>
-void gather_channels(const T* planes, int64_t plane_stride, int64_t channels, int64_t count, T* pixels) {
+void transpose(const T* src, int64_t src_stride, int64_t rows, int64_t cols, T* dst, int64_t dst_stride) {
   using S = Simd<T>;
   constexpr int64_t L = S::lanes;
-  int64_t m = 0;
-  if (channels == L) {
-    typename S::Vec block[L];
-    for (; m + L <= count; m += L) {
-      for (int64_t l = 0; l < L; ++l) block[l] = S::load(planes + l * plane_stride + m);
+  const int64_t full_rows = rows / L * L, full_cols = cols / L * L;
+  typename S::Vec block[L];
+  for (int64_t i0 = 0; i0 < full_rows; i0 += L)
+    for (int64_t j0 = 0; j0 < full_cols; j0 += L) {
+      for (int64_t i = 0; i < L; ++i) block[i] = S::load(src + (i0 + i) * src_stride + j0);
       S::transpose(block);
-      for (int64_t i = 0; i < L; ++i) S::store(pixels + (m + i) * L, block[i]);
+      for (int64_t j = 0; j < L; ++j) S::store(dst + (j0 + j) * dst_stride + i0, block[j]);
     }
-  }
-  for (; m < count; ++m)
-    for (int64_t l = 0; l < channels; ++l) pixels[m * L + l] = planes[l * plane_stride + m];
-}
-
-template <typename T>
-void scatter_channels(const T* pixels, int64_t channels, int64_t count, T* planes, int64_t plane_stride) {
-  using S = Simd<T>;
-  constexpr int64_t L = S::lanes;
-  int64_t m = 0;
-  if (channels == L) {
-    typename S::Vec block[L];
-    for (; m + L <= count; m += L) {
-      for (int64_t i = 0; i < L; ++i) block[i] = S::load(pixels + (m + i) * L);
-      S::transpose(block);
-      for (int64_t l = 0; l < L; ++l) S::store(planes + l * plane_stride + m, block[l]);
-    }
-  }
-  for (; m < count; ++m)
-    for (int64_t l = 0; l < channels; ++l) planes[l * plane_stride + m] = pixels[m * L + l];
+  for (int64_t i = 0; i < rows; ++i)
+    for (int64_t j = i < full_rows ? full_cols : 0; j < cols; ++j) dst[j * dst_stride + i] = src[i * src_stride + j];
 }
 
 // The virtual planes (../direct_corr.h) of `channels` <= L real planes at x as [row][column][L], zero outside the
@@ -152,7 +133,7 @@ void stage_channels(const DirectProblem& d, const T* x, int64_t channels, int64_
   const int64_t w0 = std::max<int64_t>(0, -d.offset_w), w1 = std::min(d.W, VW - d.offset_w);
   for (int64_t h = h0; h < h1; ++h) {
     T* dst = staged.data() + ((h + d.offset_h) * VW + w0 + d.offset_w) * L;
-    gather_channels(x + h * d.W + w0, d.H * d.W, channels, w1 - w0, dst);
+    transpose(x + h * d.W + w0, d.H * d.W, channels, w1 - w0, dst, L);
   }
 }
 
@@ -193,14 +174,17 @@ void channel_vectors(const DirectProblem& d, const T* x, const T* w, WeightOrder
     }
     T* planes_out = y + (n * C + c0) * plane_out;
     if (grid.step_h == 1 && grid.step_w == 1 && grid.first_h == 0 && grid.first_w == 0 && grid.cols == d.Q) {
-      scatter_channels(out.data(), channels, d.P * d.Q, planes_out, plane_out);
-    } else {
-      for (int64_t p = 0; p < d.P; ++p)
+      transpose(out.data(), L, d.P * d.Q, channels, planes_out, plane_out);
+    } else {  // a stride phase of an input gradient: each row transposed, then written every step_w columns
+      thread_local std::vector<T> row;
+      row.resize(d.Q * L);
+      for (int64_t p = 0; p < d.P; ++p) {
+        transpose(out.data() + p * d.Q * L, L, d.Q, channels, row.data(), d.Q);
         for (int64_t l = 0; l < channels; ++l) {
           T* dst = planes_out + l * plane_out + (p * grid.step_h + grid.first_h) * grid.cols + grid.first_w;
-          const T* src = out.data() + p * d.Q * L + l;
-          for (int64_t q = 0; q < d.Q; ++q) dst[q * grid.step_w] = src[q * L];
+          for (int64_t q = 0; q < d.Q; ++q) dst[q * grid.step_w] = row[l * d.Q + q];
         }
+      }
     }
   });
 }
@@ -261,7 +245,7 @@ void channel_vectors_weight_grad(const DirectProblem& d, const T* gy, const T* x
     grads.assign(d.P * d.Q * L, T(0));
     for (int64_t n = 0; n < d.N; ++n) {
       stage_channels(d, x + (n * C + c0) * d.H * d.W, channels, 0, staged);
-      gather_channels(gy + (n * C + c0) * d.P * d.Q, d.P * d.Q, channels, d.P * d.Q, grads.data());
+      transpose(gy + (n * C + c0) * d.P * d.Q, d.P * d.Q, channels, d.P * d.Q, grads.data(), L);
       for (int64_t r0 = 0; r0 < d.R; r0 += tile_rows) {
         const int64_t rows = std::min(d.R - r0, tile_rows);
         const T* first = staged.data() + r0 * d.dilation_h * VW * L;
