@@ -11,15 +11,14 @@
 //   gemm     weight gradient of any kernel on planes of at      few pixels per image: the direct weight
 //            most kGemmMaxWindowPixels outputs                  gradient's tiles are mostly halo and setup
 //                                                               (512ch 7x7 3x3: 2.8x faster as a GEMM)
-//   gemm     input gradient of strided kxk layers with output   one product per stride phase, into a phase
-//            planes of at most kGemmMaxStridedInputGradPixels   plane then written to its pixels
-//                                                               (input_grad_phases.h); 1.15-1.35x faster there
 //   direct   everything else: forward and input gradient of     staging + register tiles
 //            kxk layers (the windowed GEMM measured slower:     (kernels/direct_correlation.h)
 //            its packing gathers every tap), single-channel
 //            images, few channels, depthwise and grouped
 //
-// torchcorr.backends.cpu.gemm = False turns the gemm family off (to compare, or to work around a bug).
+// The gemm family can compute every op of every one-group layer (strided kxk input gradients one stride phase
+// at a time, input_grad_phases.h): torchcorr.backends.cpu.flags(gemm_everywhere=True) forces it (tests), and
+// torchcorr.backends.cpu.gemm = False turns it off (to compare, or to work around a bug).
 #pragma once
 
 #include "../corr2d.h"

@@ -9,7 +9,10 @@
 #include "cpu_kernel_utils.h"
 
 #include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
 
+#include <algorithm>
 #include <numeric>
 #include <vector>
 
@@ -34,24 +37,47 @@ inline PhaseTaps phase_taps(int64_t first, int64_t size, int64_t kernel, int64_t
   return phase;
 }
 
-// Calls body(first_h, first_w, rows, cols, taps) for every phase some tap reaches, where taps[g*Cg + c, k,
-// r', s'] = w[g*Kg + k, c, rows.taps[r'], cols.taps[s']] (contiguous, C x Kg x R' x S'). Later phases than
-// the plane has are empty, and phases no tap reaches keep the zeros gx starts with.
+// taps[g*Cg + c, k, r', s'] = w[g*Kg + k, c, rows.taps[r'], cols.taps[s']] (contiguous, C x Kg x R' x S').
+inline at::Tensor phase_weights(const Corr2dProblem& p, const at::Tensor& w, const PhaseTaps& rows,
+                                const PhaseTaps& cols) {
+  const int64_t Kg = p.K_per_group(), Cg = p.C_per_group(), R = rows.taps.size(), S = cols.taps.size();
+  auto taps = at::empty({p.C, Kg, R, S}, w.options());
+  AT_DISPATCH_FLOATING_TYPES(w.scalar_type(), "phase_weights", [&] {
+    const scalar_t* from = w.const_data_ptr<scalar_t>();
+    scalar_t* to = taps.mutable_data_ptr<scalar_t>();
+    // 16 x 16 tiles of (c, k): the tile's reads of w and its writes of taps both stay within a few KB.
+    constexpr int64_t kTile = 16;
+    const int64_t c_tiles = div_up(Cg, kTile), k_tiles = div_up(Kg, kTile), RS = p.R * p.S, taps_per = R * S;
+    std::vector<int64_t> offsets;  // the phase's taps within a kernel, in (r', s') order
+    for (int64_t r : rows.taps)
+      for (int64_t s : cols.taps) offsets.push_back(r * p.S + s);
+    at::parallel_for(0, p.groups * c_tiles * k_tiles, 1, [&](int64_t begin, int64_t end) {
+      const int64_t* offset = offsets.data();
+      for (int64_t tile = begin; tile < end; ++tile) {
+        const int64_t g = tile / (c_tiles * k_tiles), c0 = tile / k_tiles % c_tiles * kTile, k0 = tile % k_tiles * kTile;
+        const int64_t k1 = std::min(Kg, k0 + kTile);
+        for (int64_t c = c0; c < std::min(Cg, c0 + kTile); ++c) {
+          const scalar_t* kernel = from + ((g * Kg + k0) * Cg + c) * RS;
+          scalar_t* phase = to + ((g * Cg + c) * Kg + k0) * taps_per;
+          for (int64_t k = k0; k < k1; ++k, kernel += Cg * RS, phase += taps_per)
+            for (int64_t i = 0; i < taps_per; ++i) phase[i] = kernel[offset[i]];
+        }
+      }
+    });
+  });
+  return taps;
+}
+
+// Calls body(first_h, first_w, rows, cols, taps) for every phase some tap reaches, taps = phase_weights(...).
+// Later phases than the plane has are empty, and phases no tap reaches keep the zeros gx starts with.
 template <typename Body>
 void for_each_phase(const Corr2dProblem& p, const at::Tensor& w, const Body& body) {
-  const int64_t Kg = p.K_per_group(), Cg = p.C_per_group();
-  const auto w_t = w.view({p.groups, Kg, Cg, p.R, p.S}).transpose(1, 2);
   for (int64_t first_h = 0; first_h < std::min(p.stride_h, p.H); ++first_h) {
     const auto rows = phase_taps(first_h, p.H, p.R, p.stride_h, p.pad_h, p.dilation_h);
     for (int64_t first_w = 0; first_w < std::min(p.stride_w, p.W); ++first_w) {
       const auto cols = phase_taps(first_w, p.W, p.S, p.stride_w, p.pad_w, p.dilation_w);
       if (rows.taps.empty() || cols.taps.empty() || rows.outputs == 0 || cols.outputs == 0) continue;
-      const int64_t R = rows.taps.size(), S = cols.taps.size();
-      const auto taps = w_t.index_select(3, at::tensor(rows.taps))
-                            .index_select(4, at::tensor(cols.taps))
-                            .reshape({p.C, Kg, R, S})
-                            .contiguous();
-      body(first_h, first_w, rows, cols, taps);
+      body(first_h, first_w, rows, cols, phase_weights(p, w, rows, cols));
     }
   }
 }

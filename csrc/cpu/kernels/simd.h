@@ -65,4 +65,22 @@ struct Simd {
   }
 };
 
+// dst[j * dst_stride + i] = src[i * src_stride + j] for i < rows, j < cols: whole L x L blocks through a
+// register transpose, the edges one value at a time.
+template <typename T>
+void transpose(const T* src, int64_t src_stride, int64_t rows, int64_t cols, T* dst, int64_t dst_stride) {
+  using S = Simd<T>;
+  constexpr int64_t L = S::lanes;
+  const int64_t full_rows = rows / L * L, full_cols = cols / L * L;
+  typename S::Vec block[L];
+  for (int64_t i0 = 0; i0 < full_rows; i0 += L)
+    for (int64_t j0 = 0; j0 < full_cols; j0 += L) {
+      for (int64_t i = 0; i < L; ++i) block[i] = S::load(src + (i0 + i) * src_stride + j0);
+      S::transpose(block);
+      for (int64_t j = 0; j < L; ++j) S::store(dst + (j0 + j) * dst_stride + i0, block[j]);
+    }
+  for (int64_t i = 0; i < rows; ++i)
+    for (int64_t j = i < full_rows ? full_cols : 0; j < cols; ++j) dst[j * dst_stride + i] = src[i * src_stride + j];
+}
+
 TORCHCORR_ISA_END
