@@ -10,7 +10,7 @@
 //                                                               16-channel 112x112 one)
 //   gemm     weight gradient of any kernel on planes of at      few pixels per image: the direct weight
 //            most kGemmMaxWindowPixels outputs                  gradient's tiles are mostly halo and setup
-//                                                               (512ch 7x7 3x3: 2.8x faster as a GEMM)
+//                                                               (512ch 7x7 3x3: 1.6x faster as a GEMM)
 //   direct   everything else: forward and input gradient of     staging + register tiles
 //            kxk layers (the windowed GEMM measured slower:     (kernels/direct_correlation.h)
 //            its packing gathers every tap), single-channel

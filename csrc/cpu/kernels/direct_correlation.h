@@ -216,7 +216,7 @@ void run_pixel_blocks(const Runner<T>& runner, const T* staged, const T* packed,
 // Whole planes that fit one staged block (7x7-14x14 outputs of wide layers): every image is staged once, and
 // a task owns a block of output channels across all the images, so its packed weights (taps x 32 channels,
 // up to 590 KB) are read from L2 for every tile instead of streaming from L3 per image, and tiles of J outputs
-// run across image boundaries. Measured on AVX-512: 512 channels on 7x7 planes ... faster.
+// run across image boundaries (512 channels on 7x7 planes, batch 8: 1.2x faster than a task per image).
 constexpr int64_t kMaxStagedImagesBytes = 64 << 20;
 
 template <typename T>
@@ -262,7 +262,7 @@ void direct_correlation(const DirectProblem& d, const T* x, const T* w, WeightOr
       d.N * d.groups * make_layout(d, d.P).size * sizeof(T) <= kMaxStagedImagesBytes)
     return channel_tiles_across_images(d, x, packed, group_packed, blocks, bias, y, grid);
   const int64_t wanted_tasks = 4 * at::get_num_threads();
-  while (rows > 1 && d.N * d.groups * div_up(d.P, rows) < wanted_tasks) rows = div_up(rows, 2);
+  while (rows > 1 && d.N * d.groups * div_up(d.P, rows) < wanted_tasks) rows = balanced_rows(d.P, div_up(rows, 2));
   const StagedLayout layout = make_layout(d, rows);
   const int64_t row_blocks = div_up(d.P, rows);
   const Runner<T> runner{d, layout, grid, bias};

@@ -70,13 +70,18 @@ inline StagedLayout make_layout(const DirectProblem& d, int64_t rows) {
   return l;
 }
 
+// At most `rows` rows per block, in as few blocks as that allows, of nearly equal size (13 rows in blocks of at
+// most 11: 7 + 6, not 11 + 2, since a block computes its staged rows whether or not they are outputs).
+inline int64_t balanced_rows(int64_t P, int64_t rows) { return P <= 0 ? rows : ceil_div(P, ceil_div(P, rows)); }
+
 // Output rows per block so that the staged rows (plus extra_row_bytes per output row) fill about half of a
 // typical 1-2 MiB L2 cache. A function of the sizes alone.
 inline int64_t staged_rows(const DirectProblem& d, int64_t extra_row_bytes, int64_t element_size) {
   constexpr int64_t kStagedBytes = 256 << 10;
   const StagedLayout one_row = make_layout(d, 1);
   const int64_t row_bytes = one_row.channel / one_row.phase_rows * d.C_per_group() * element_size + extra_row_bytes;
-  return std::clamp<int64_t>(kStagedBytes / std::max<int64_t>(1, row_bytes), 1, std::max<int64_t>(1, d.P));
+  const int64_t rows = std::clamp<int64_t>(kStagedBytes / std::max<int64_t>(1, row_bytes), 1, std::max<int64_t>(1, d.P));
+  return balanced_rows(d.P, rows);
 }
 
 // Stage V for output rows [row0, row0 + l.rows) of one image's group (Cg real planes at x).
