@@ -1,6 +1,7 @@
-// Depthwise correlation with channels across the vector lanes (forward pass and input gradient of depthwise
-// layers on small planes), compiled once per instruction-set level (isa.h). The problem is the direct
-// engine's (../direct_corr.h): y[n,c,p,q] = bias[c] + sum_{r,s} V[n,c](p*sh + r*dh, q*sw + s*dw) * w[c,r,s].
+// Depthwise correlation with channels across the vector lanes (forward pass, input gradient and, at the end,
+// weight gradient of depthwise layers on small planes), compiled once per instruction-set level (isa.h). The
+// problem is the direct engine's (../direct_corr.h):
+//   y[n,c,p,q] = bias[c] + sum_{r,s} V[n,c](p*sh + r*dh, q*sw + s*dw) * w[c,r,s].
 //
 // Why: on the 7x7-28x28 planes of modern CNNs a row of pixels fills few vector lanes (7 of 16 on 7x7), and
 // the pixel tiles of direct_correlation.h spend most lanes on halo columns. With L channels in the lanes every
@@ -9,7 +10,8 @@
 // Work split: one task per (image n, block of L channels). The task stages its channels' whole virtual input
 // (the padded planes, or the cropped ones of an input gradient) transposed to [row][column][L], zero outside
 // the real planes; then for each output row and run of J outputs it keeps J vectors in registers and, per
-// tap, loads the tap's L weights once and J staged vectors. The J x L results are transposed back into the
+// tap, loads the tap's L weights once and J staged vectors (with 3, 5 or 7 taps per kernel row and dilation 1,
+// each of a row's input vectors once for all its taps). The J x L results are transposed back into the
 // output planes on `grid`. Memory: x read once, y written once; the staged planes (VH x VW x L) stay in L1/L2.
 // Each output is one task's sum over the taps in (r, s) order: the same bits whatever the thread count.
 #pragma once
