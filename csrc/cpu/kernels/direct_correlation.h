@@ -262,7 +262,7 @@ void direct_correlation(const DirectProblem& d, const T* x, const T* w, WeightOr
       d.N * d.groups * make_layout(d, d.P).size * sizeof(T) <= kMaxStagedImagesBytes)
     return channel_tiles_across_images(d, x, packed, group_packed, blocks, bias, y, grid);
   const int64_t wanted_tasks = 4 * at::get_num_threads();
-  while (rows > 1 && d.N * d.groups * div_up(d.P, rows) < wanted_tasks) rows = balanced_rows(d.P, div_up(rows, 2));
+  while (rows > 1 && d.N * d.groups * div_up(d.P, rows) < wanted_tasks) rows = div_up(rows, 2);
   const StagedLayout layout = make_layout(d, rows);
   const int64_t row_blocks = div_up(d.P, rows);
   const Runner<T> runner{d, layout, grid, bias};

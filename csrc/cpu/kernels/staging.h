@@ -80,8 +80,7 @@ inline int64_t staged_rows(const DirectProblem& d, int64_t extra_row_bytes, int6
   constexpr int64_t kStagedBytes = 256 << 10;
   const StagedLayout one_row = make_layout(d, 1);
   const int64_t row_bytes = one_row.channel / one_row.phase_rows * d.C_per_group() * element_size + extra_row_bytes;
-  const int64_t rows = std::clamp<int64_t>(kStagedBytes / std::max<int64_t>(1, row_bytes), 1, std::max<int64_t>(1, d.P));
-  return balanced_rows(d.P, rows);
+  return std::clamp<int64_t>(kStagedBytes / std::max<int64_t>(1, row_bytes), 1, std::max<int64_t>(1, d.P));
 }
 
 // Stage V for output rows [row0, row0 + l.rows) of one image's group (Cg real planes at x).

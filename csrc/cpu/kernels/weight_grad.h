@@ -213,7 +213,7 @@ void weight_grad_kernel(const Corr2dProblem& p, const T* gy, const T* x, T* gw) 
   if (p.N * p.P == 0 || p.K == 0) return;
   if (channel_vectors_weight_grad_applies(d, S::lanes, sizeof(T))) return channel_vectors_weight_grad(d, gy, x, gw);
   const int64_t grad_row_bytes = (Kg + 2 * S::lanes) * (p.Q + p.S * p.dilation_w) * sizeof(T);
-  const int64_t rows = staged_rows(d, grad_row_bytes, sizeof(T));
+  const int64_t rows = balanced_rows(p.P, staged_rows(d, grad_row_bytes, sizeof(T)));
   const StagedLayout layout = make_layout(d, rows);
   const Units units{rows, div_up(p.P, rows), p.N * div_up(p.P, rows)};
   if (Kg < S::lanes || Kg * p.C_per_group() * p.R * p.S <= kMaxPixelSumOutputs) {
