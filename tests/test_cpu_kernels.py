@@ -42,6 +42,10 @@ PATHS = {
     "channel_vectors_dilated": P(1, 17, 9, 10, 17, 3, 3, (1, 1), (2, 2), (2, 2), 17, True),
     "channel_vectors_wide_rows": P(2, 32, 5, 30, 32, 3, 3, (1, 1), (1, 1), (1, 1), 32, True),
     "channel_vectors_one_pixel": P(3, 16, 1, 1, 16, 3, 3, (1, 1), (1, 1), (1, 1), 16, False),
+    # strided input gradients, every stride phase at once: phases with different tap counts and offsets, and
+    # phases no tap reaches (kernel 2 at stride 3; dilation 2 at stride 2)
+    "channel_vectors_phases_uneven": P(2, 18, 10, 11, 18, 2, 3, (3, 2), (1, 0), (1, 1), 18, True),
+    "channel_vectors_phases_dilated": P(1, 16, 12, 12, 16, 3, 3, (2, 2), (2, 2), (2, 2), 16, False),
     # strides: stride phases in the staging, and in the input gradient phases no tap reaches
     "strided": P(2, 4, 17, 19, 6, 3, 3, (2, 3), (1, 1), (1, 1), 1, True),
     "strided_1x1": P(2, 8, 16, 15, 70, 1, 1, (2, 2), (0, 0), (1, 1), 1, True),

@@ -14,19 +14,23 @@
 #include <ATen/Dispatch.h>
 #include <torch/library.h>
 
+#include <vector>
+
 namespace torchcorr::cpu {
 namespace {
 
 template <typename T>
 void strided_input_grad(const Corr2dProblem& p, const at::Tensor& gy, const at::Tensor& w, at::Tensor& gx) {
+  std::vector<at::Tensor> weights;  // alive until the kernels have run
+  std::vector<InputGradPhase<T>> phases;
   for_each_phase(p, w, [&](int64_t first_h, int64_t first_w, const PhaseTaps& rows, const PhaseTaps& cols,
                            const at::Tensor& taps) {
     const DirectProblem d{p.N, p.K, p.P, p.Q, p.C, taps.size(2), taps.size(3), p.groups, rows.outputs, cols.outputs,
                           1, 1, rows.spacing, cols.spacing, rows.offset, cols.offset};
-    cpu_kernels().of<T>().direct_correlation(d, gy.const_data_ptr<T>(), taps.const_data_ptr<T>(),
-                                             WeightOrder::as_given, nullptr, gx.mutable_data_ptr<T>(),
-                                             {p.stride_h, p.stride_w, first_h, first_w, p.H, p.W});
+    weights.push_back(taps);
+    phases.push_back({d, {p.stride_h, p.stride_w, first_h, first_w, p.H, p.W}, taps.const_data_ptr<T>()});
   });
+  cpu_kernels().of<T>().input_grad_phases(phases, gy.const_data_ptr<T>(), gx.mutable_data_ptr<T>());
 }
 
 at::Tensor corr2d_input_grad_cpu(const at::Tensor& grad_output, const at::Tensor& weight,

@@ -21,6 +21,9 @@ struct KernelsFor {
   // task's sum over (c, r, s) in that order: deterministic (kernels/direct_correlation.h).
   void (*direct_correlation)(const DirectProblem& d, const T* x, const T* w, WeightOrder order, const T* bias,
                              T* y, const OutputGrid& grid);
+  // gx of a strided layer (zero to start) from contiguous gy, one stride phase after another: the direct
+  // engine per phase, or depthwise layers on small planes all phases at once (kernels/channel_vectors.h).
+  void (*input_grad_phases)(const std::vector<InputGradPhase<T>>& phases, const T* gy, T* gx);
   // gw (K x C/groups x R x S) from contiguous gy and x, in an order fixed by the sizes (kernels/weight_grad.h).
   void (*weight_grad)(const Corr2dProblem& p, const T* gy, const T* x, T* gw);
   // C (+)= A · B, batched or summed over the batch, cache-blocked (kernels/gemm.h): 1x1 layers.

@@ -46,4 +46,13 @@ struct OutputGrid {
   static OutputGrid dense(const DirectProblem& d) { return {1, 1, 0, 0, d.P, d.Q}; }
 };
 
+// One stride phase of a strided layer's input gradient (../input_grad_phases.h): the correlation `d` of gy
+// with the phase's taps (weights as given, C x K/groups x R' x S'), written to the phase's pixels of gx.
+template <typename T>
+struct InputGradPhase {
+  DirectProblem d;
+  OutputGrid grid;
+  const T* taps;
+};
+
 }  // namespace torchcorr::cpu

@@ -244,4 +244,73 @@ void channel_vectors_weight_grad(const DirectProblem& d, const T* gy, const T* x
   });
 }
 
+// All the stride phases of a depthwise layer's input gradient at once: each task stages its channels' gy
+// once, with margins for every phase's virtual planes (they differ only by their offsets), computes every
+// phase into its channels' gx planes kept pixel-major, and transposes those back once. (Phase by phase, gy
+// would be staged and gx written once per phase, every stride-th pixel.)
+template <typename T>
+bool channel_vector_phases_apply(const std::vector<InputGradPhase<T>>& phases) {
+  if (phases.empty()) return false;
+  for (const auto& phase : phases)
+    if (!channel_vectors_apply(phase.d, Simd<T>::lanes, sizeof(T))) return false;
+  const OutputGrid& planes = phases[0].grid;
+  return planes.rows * planes.cols * Simd<T>::lanes * int64_t(sizeof(T)) <= kChannelVectorStagedBytesLargeKernel;
+}
+
+template <typename T>
+void channel_vector_phases(const std::vector<InputGradPhase<T>>& phases, const T* gy, T* gx) {
+  using S = Simd<T>;
+  constexpr int64_t L = S::lanes;
+  constexpr int J = kAccumulators / 3;
+  const DirectProblem& first = phases[0].d;  // every phase reads the same gy planes, N x C x H x W
+  const int64_t C = first.C, H = first.H, W = first.W, blocks = div_up(C, L);
+  const int64_t plane_out = phases[0].grid.rows * phases[0].grid.cols, gx_cols = phases[0].grid.cols;
+  // Staged row i is gy row i - top (zero outside gy), columns likewise: phase f's virtual row i is staged
+  // row i + top - offset_h.
+  int64_t top = 0, left = 0;
+  for (const auto& phase : phases) top = std::max(top, phase.d.offset_h), left = std::max(left, phase.d.offset_w);
+  int64_t rows = top + H, cols = left + W;
+  for (const auto& phase : phases) {
+    const DirectProblem& d = phase.d;
+    rows = std::max(rows, top - d.offset_h + virtual_extent(d.P, 1, d.R, d.dilation_h));
+    cols = std::max(cols, left - d.offset_w + virtual_extent(d.Q, 1, d.S, d.dilation_w));
+  }
+  // packed[phase][block][r][s][0..L): the phase's taps of channel block*L + l, 0 past C.
+  std::vector<int64_t> first_weight{0};
+  for (const auto& phase : phases) first_weight.push_back(first_weight.back() + blocks * phase.d.R * phase.d.S * L);
+  std::vector<T> packed(first_weight.back(), T(0));
+  for (size_t f = 0; f < phases.size(); ++f) {
+    const int64_t RS = phases[f].d.R * phases[f].d.S;
+    for (int64_t c = 0; c < C; ++c)
+      for (int64_t rs = 0; rs < RS; ++rs) packed[first_weight[f] + (c / L * RS + rs) * L + c % L] = phases[f].taps[c * RS + rs];
+  }
+
+  parallel_tasks(first.N * blocks, plane_out * L, [&](int64_t task) {
+    const int64_t n = task / blocks, block = task % blocks, c0 = block * L, channels = std::min(L, C - c0);
+    thread_local std::vector<T> staged, out;
+    staged.assign((rows * cols + J) * L, T(0));  // slack: runs of J outputs read past a row's end
+    for (int64_t h = 0; h < H; ++h)
+      transpose(gy + ((n * C + c0) * H + h) * W, H * W, channels, W, staged.data() + ((h + top) * cols + left) * L, L);
+    out.assign(plane_out * L, T(0));  // pixels no tap reaches stay zero
+    alignas(64) typename S::Vec run[J];
+    for (size_t f = 0; f < phases.size(); ++f) {
+      const DirectProblem& d = phases[f].d;
+      const OutputGrid& grid = phases[f].grid;
+      const ChannelVectorRun<T, J> run_outputs = choose_channel_vector_run<T, J>(d);
+      const T* weights = packed.data() + first_weight[f] + block * d.R * d.S * L;
+      const T* origin = staged.data() + ((top - d.offset_h) * cols + left - d.offset_w) * L;
+      for (int64_t p = 0; p < d.P; ++p) {
+        T* out_row = out.data() + ((p * grid.step_h + grid.first_h) * gx_cols + grid.first_w) * L;
+        for (int64_t q0 = 0; q0 < d.Q; q0 += J) {
+          run_outputs(origin + (p * cols + q0) * L, weights, d.R, d.S, d.dilation_h * cols * L, d.dilation_w * L, L,
+                      S::zero(), run);
+          for (int64_t j = 0; j < std::min<int64_t>(J, d.Q - q0); ++j)
+            S::store(out_row + (q0 + j) * grid.step_w * L, run[j]);
+        }
+      }
+    }
+    transpose(out.data(), L, plane_out, channels, gx + (n * C + c0) * plane_out, plane_out);
+  });
+}
+
 TORCHCORR_ISA_END

@@ -291,4 +291,13 @@ void direct_correlation(const DirectProblem& d, const T* x, const T* w, WeightOr
   });
 }
 
+// The stride phases of a strided layer's input gradient: a depthwise layer on small planes all at once
+// (channel_vectors.h), else the direct engine one phase after another.
+template <typename T>
+void input_grad_phases(const std::vector<InputGradPhase<T>>& phases, const T* gy, T* gx) {
+  if (channel_vector_phases_apply(phases)) return channel_vector_phases(phases, gy, gx);
+  for (const auto& phase : phases)
+    direct_correlation<T>(phase.d, gy, phase.taps, WeightOrder::as_given, nullptr, gx, phase.grid);
+}
+
 TORCHCORR_ISA_END
