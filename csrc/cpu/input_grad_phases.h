@@ -54,7 +54,8 @@ inline at::Tensor phase_weights(const Corr2dProblem& p, const at::Tensor& w, con
     at::parallel_for(0, p.groups * c_tiles * k_tiles, 1, [&](int64_t begin, int64_t end) {
       const int64_t* offset = offsets.data();
       for (int64_t tile = begin; tile < end; ++tile) {
-        const int64_t g = tile / (c_tiles * k_tiles), c0 = tile / k_tiles % c_tiles * kTile, k0 = tile % k_tiles * kTile;
+        const int64_t g = tile / (c_tiles * k_tiles), c0 = tile / k_tiles % c_tiles * kTile;
+        const int64_t k0 = tile % k_tiles * kTile;
         const int64_t k1 = std::min(Kg, k0 + kTile);
         for (int64_t c = c0; c < std::min(Cg, c0 + kTile); ++c) {
           const scalar_t* kernel = from + ((g * Kg + k0) * Cg + c) * RS;

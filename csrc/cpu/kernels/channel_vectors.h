@@ -282,7 +282,8 @@ void channel_vector_phases(const std::vector<InputGradPhase<T>>& phases, const T
   for (size_t f = 0; f < phases.size(); ++f) {
     const int64_t RS = phases[f].d.R * phases[f].d.S;
     for (int64_t c = 0; c < C; ++c)
-      for (int64_t rs = 0; rs < RS; ++rs) packed[first_weight[f] + (c / L * RS + rs) * L + c % L] = phases[f].taps[c * RS + rs];
+      for (int64_t rs = 0; rs < RS; ++rs)
+        packed[first_weight[f] + (c / L * RS + rs) * L + c % L] = phases[f].taps[c * RS + rs];
   }
 
   parallel_tasks(first.N * blocks, plane_out * L, [&](int64_t task) {

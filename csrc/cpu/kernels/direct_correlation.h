@@ -85,7 +85,8 @@ std::vector<T> pack_weights(const DirectProblem& d, const T* w, WeightOrder orde
   parallel_tasks(d.groups * blocks, taps * block_size, [&](int64_t task) {
     const int64_t g = task / blocks, k0 = task % blocks * block_size, channels = std::min(block_size, Kg - k0);
     T* out = packed.data() + task * taps * block_size;
-    if (order == WeightOrder::as_given) return transpose(w + (g * Kg + k0) * taps, taps, channels, taps, out, block_size);
+    if (order == WeightOrder::as_given)
+      return transpose(w + (g * Kg + k0) * taps, taps, channels, taps, out, block_size);
     for (int64_t c = 0; c < Cg; ++c)  // the adjoint reads channels' flipped kernels (contiguous for each c)
       for (int64_t k = 0; k < channels; ++k)
         for (int64_t rs = 0; rs < RS; ++rs)
