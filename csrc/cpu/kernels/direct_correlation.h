@@ -167,14 +167,14 @@ struct Runner {
     }
   }
 
-  // Every block of KV vectors of output channels of group g, for the given images.
-  void channel_blocks(const T* staged, int64_t image_stride, const T* packed, int64_t blocks, int64_t n0,
-                      int64_t images, int64_t g, int64_t row0, T* y) const {
+  // Blocks [first, last) of output channels of group g, two vectors at a time, for the given images.
+  void channel_blocks(const T* staged, int64_t image_stride, const T* packed, int64_t first, int64_t last,
+                      int64_t n0, int64_t images, int64_t g, int64_t row0, T* y) const {
     constexpr int J2 = kAccumulators / 2, J1 = kAccumulators;
-    int64_t block = 0;
-    for (; block + 1 < blocks; block += 2)
+    int64_t block = first;
+    for (; block + 1 < last; block += 2)
       channel_block<2, J2>(staged, image_stride, packed, block, n0, images, g, row0, y);
-    if (block < blocks) channel_block<1, J1>(staged, image_stride, packed, block, n0, images, g, row0, y);
+    if (block < last) channel_block<1, J1>(staged, image_stride, packed, block, n0, images, g, row0, y);
   }
 
   template <int KB>
@@ -231,16 +231,10 @@ void channel_tiles_across_images(const DirectProblem& d, const T* x, const std::
     stage(d, layout, x + (n * d.C + g * Cg) * d.H * d.W, 0, staged.data() + task * layout.size);
   });
   const Runner<T> runner{d, layout, grid, bias};
-  constexpr int J2 = kAccumulators / 2, J1 = kAccumulators;
   parallel_tasks(d.groups * pairs, d.N * d.P * d.Q * 2 * Simd<T>::lanes * taps, [&](int64_t task) {
     const int64_t g = task / pairs, block = task % pairs * 2;
-    const T* images = staged.data() + g * d.N * layout.size;
-    const T* weights = packed.data() + g * group_packed;
-    if (block + 1 < blocks) {
-      runner.template channel_block<2, J2>(images, layout.size, weights, block, 0, d.N, g, 0, y);
-    } else {
-      runner.template channel_block<1, J1>(images, layout.size, weights, block, 0, d.N, g, 0, y);
-    }
+    runner.channel_blocks(staged.data() + g * d.N * layout.size, layout.size, packed.data() + g * group_packed,
+                          block, std::min(block + 2, blocks), 0, d.N, g, 0, y);
   });
 }
 
@@ -278,7 +272,7 @@ void direct_correlation(const DirectProblem& d, const T* x, const T* w, WeightOr
       stage(d, layout, x + (n * d.C + g * Cg) * d.H * d.W, row0, staged.data());
       const T* group_weights = packed.data() + g * group_packed;
       if (kernel == Kernel::channel_tile) {
-        runner.channel_blocks(staged.data(), 0, group_weights, blocks, n, 1, g, row0, y);
+        runner.channel_blocks(staged.data(), 0, group_weights, 0, blocks, n, 1, g, row0, y);
         continue;
       }
       switch (block_size) {

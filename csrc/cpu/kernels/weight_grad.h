@@ -4,8 +4,9 @@
 //
 // Work split: units of (image n, block of output rows). Per group, a unit's rows of x are staged exactly as
 // the forward pass stages them (staging.h: tap (c, r, s) at pixel m reads x_staged[tap_offset + m]), and
-// gy's rows on the same pixel grid, zero at the columns that are not outputs. Two drivers, chosen in
-// weight_grad_kernel; in both, every sum runs in an order fixed by the sizes, never by the thread count:
+// gy's rows on the same pixel grid, zero at the columns that are not outputs. Two drivers here and a third for
+// depthwise layers on small planes (channel_vectors.h), chosen in weight_grad_kernel; in each, every sum runs
+// in an order fixed by the sizes, never by the thread count:
 //  - weight_grad_dense (many outputs: K per group >= a vector and many taps): chunks of units that fit in
 //    cache are staged, gy transposed to pixel-major; then each output tile, owned by one task, adds the
 //    chunk's sums with channel_sums: acc[tap j][k lanes] += gy_t[m][k lanes] * x[tap_j + m].
@@ -151,7 +152,7 @@ void weight_grad_dense(const DirectProblem& d, const StagedLayout& layout, const
 // channels x J taps at a time; the partials are added in order at the end.
 template <typename T, int KB>
 void weight_grad_few_outputs(const DirectProblem& d, const StagedLayout& layout, const Units& units,
-                              const T* gy, const T* x, T* gw) {
+                             const T* gy, const T* x, T* gw) {
   using S = Simd<T>;
   constexpr int J = std::min(12, kAccumulators / KB);
   constexpr int64_t kMaxPartials = 8;
