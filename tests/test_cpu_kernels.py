@@ -46,6 +46,11 @@ PATHS = {
     # phases no tap reaches (kernel 2 at stride 3; dilation 2 at stride 2)
     "channel_vectors_phases_uneven": P(2, 18, 10, 11, 18, 2, 3, (3, 2), (1, 0), (1, 1), 18, True),
     "channel_vectors_phases_dilated": P(1, 16, 12, 12, 16, 3, 3, (2, 2), (2, 2), (2, 2), 16, False),
+    # depthwise planes too large to stage whole: pixel tiles on planes, channel vectors a band of rows at a
+    # time in channels_last (64 KB of staged rows: several bands, the last one short)
+    "channel_vectors_bands": P(2, 20, 40, 60, 20, 3, 3, (1, 1), (1, 1), (1, 1), 20, True),
+    "channel_vectors_bands_stride2": P(1, 16, 45, 70, 16, 5, 5, (2, 2), (2, 2), (1, 1), 16, False),
+    "channel_vectors_bands_7x7": P(1, 24, 50, 33, 24, 7, 7, (1, 1), (3, 3), (1, 1), 24, True),
     # strides: stride phases in the staging, and in the input gradient phases no tap reaches
     "strided": P(2, 4, 17, 19, 6, 3, 3, (2, 3), (1, 1), (1, 1), 1, True),
     "strided_1x1": P(2, 8, 16, 15, 70, 1, 1, (2, 2), (0, 0), (1, 1), 1, True),
@@ -86,28 +91,38 @@ PATHS = {
 
 
 FAMILIES = {"chosen": dict(), "direct": dict(gemm=False), "gemm": dict(gemm_everywhere=True)}
+# Activations (x, y and their gradients) as planes or channels_last: 1x1 and depthwise layers compute in
+# channels_last natively, the rest through planes (csrc/cpu/algorithm.h).
+LAYOUTS = {"planes": torch.contiguous_format, "channels_last": torch.channels_last}
 
 
+@pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("name", PATHS)
-def test_kernel_path_matches_conv2d(name, dtype, family):
+def test_kernel_path_matches_conv2d(name, dtype, family, layout):
     """Every path with the algorithm the dispatcher chooses, with the direct kernels only (gemm off), and with
-    the GEMM wherever it can run (csrc/cpu/algorithm.h)."""
+    the GEMM wherever it can run (csrc/cpu/algorithm.h), in both layouts."""
     with torchcorr.backends.cpu.flags(**FAMILIES[family]):
-        check_path(PATHS[name], dtype)
+        check_path(PATHS[name], dtype, LAYOUTS[layout])
 
 
-def check_path(problem, dtype):
+def check_path(problem, dtype, memory_format=torch.contiguous_format):
     generator = torch.Generator().manual_seed(7)
     x, w, b = problem.tensors(dtype, generator=generator)
+    x = x.contiguous(memory_format=memory_format)
     config = problem.config()
     grad_output = torch.randn(oracle(x, w, b, **config).shape, dtype=torch.float64, generator=generator)
+    grad_output = grad_output.contiguous(memory_format=memory_format)
     actual = gradients(torchcorr.corr2d, x, w, b, grad_output, **config)
     expected = gradients(oracle, x, w, b, grad_output, **config)
     for got, want in zip(actual, expected):
         assert got.dtype == dtype
         assert_matches(got, want, dtype)
+    # y and gx come back in the layout of x and grad_output, as torch's (unless those are both: one channel or pixel)
+    for result, operand in zip(actual[:2], (x, grad_output)):
+        if not (operand.is_contiguous() and operand.is_contiguous(memory_format=torch.channels_last)):
+            assert result.is_contiguous(memory_format=memory_format)
 
 
 def test_gemm_switches():

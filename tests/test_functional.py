@@ -178,19 +178,22 @@ def all_results(x, w, b, grad_output, config):
     (2, 16, 20, 21, 80, 3, 1),   # dense, output channels across the vector lanes
     (1, 1, 200, 190, 1, 5, 1),   # one big single-channel image: the weight gradient is one long sum
     (8, 6, 20, 20, 6, 3, 6),     # depthwise
+    (2, 20, 60, 50, 20, 3, 20),  # depthwise, in channels_last a band of rows at a time
     (3, 40, 9, 9, 40, 7, 40),    # depthwise on a small plane: channels across the lanes
     (4, 32, 9, 9, 48, 3, 1),     # a small plane: the weight gradient is a GEMM (csrc/cpu/algorithm.h)
     (4, 40, 9, 11, 56, 1, 1),    # 1x1: every op is a GEMM
     (3, 20, 64, 60, 24, 1, 1),   # 1x1 with few outputs: the weight gradient's sum split into slots
     (2, 3, 40, 40, 32, 7, 1),    # a stem: the weight gradient as pixel sums
 ])
-def test_deterministic_across_runs_and_thread_counts(shape, generator):
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+def test_deterministic_across_runs_and_thread_counts(shape, memory_format, generator):
     N, C, H, W, K, R, groups = shape
-    x = torch.randn(N, C, H, W, generator=generator)
+    x = torch.randn(N, C, H, W, generator=generator).contiguous(memory_format=memory_format)
     w = torch.randn(K, C // groups, R, R, generator=generator)
     b = torch.randn(K, generator=generator)
     config = dict(padding=R // 2, groups=groups)
     grad_output = torch.randn(F.conv2d(x, w, b, **config).shape, generator=generator)
+    grad_output = grad_output.contiguous(memory_format=memory_format)
     threads = torch.get_num_threads()
     try:
         first = all_results(x, w, b, grad_output, config)

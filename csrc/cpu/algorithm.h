@@ -19,9 +19,19 @@
 // The gemm family can compute every op of every one-group layer (strided kxk input gradients one stride phase
 // at a time, input_grad_phases.h): torchcorr.backends.cpu.flags(gemm_everywhere=True) forces it (tests), and
 // torchcorr.backends.cpu.gemm = False turns it off (to compare, or to work around a bug).
+//
+// Layout. A result torch would return channels_last (either operand is) is computed in channels_last where
+// the chosen kernel takes it, and its operands are copied to planes (and the result back) elsewhere:
+//   gemm     1x1 layers                            a plain product over pixels: C_out x pixels -> pixels x C_out
+//   direct   depthwise layers within the channel   channels across the lanes, staged by copies instead of
+//            vectors' limits (direct_corr.h)       transposes (kernels/channel_vectors.h)
+//   planes   everything else (kxk dense and grouped layers, 1x1 layers under gemm = False)
 #pragma once
 
 #include "../corr2d.h"
+#include "direct_corr.h"
+
+#include <ATen/core/Tensor.h>
 
 namespace torchcorr::cpu {
 
@@ -32,6 +42,9 @@ Algorithm choose_algorithm(const Corr2dProblem& p, Op op);
 
 // A 1x1 kernel without padding: its input windows are the input pixels themselves.
 inline bool is_pointwise(const Corr2dProblem& p) { return p.R == 1 && p.S == 1 && p.pad_h == 0 && p.pad_w == 0; }
+
+// The layout op's kernels compute p in, given the layout of its result.
+Layout compute_layout(const Corr2dProblem& p, Op op, at::MemoryFormat result);
 
 // The windowed GEMM for any op and kernel, whatever choose_algorithm says (tests reach it through this).
 void set_gemm_everywhere(bool everywhere);

@@ -17,19 +17,21 @@ at::Tensor corr2d_forward_cpu(const at::Tensor& input, const at::Tensor& weight,
                               const std::optional<at::Tensor>& bias, at::IntArrayRef stride,
                               at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups) {
   const auto p = check_forward("torchcorr.corr2d_forward", input, weight, bias, stride, padding, dilation, groups);
-  const auto x = to_compute(input), w = to_compute(weight);
+  const auto result = result_memory_format(input, weight);
+  const Layout layout = compute_layout(p, Op::forward, result);
+  const auto x = to_compute(input, layout), w = to_compute(weight);
   const auto b = bias.has_value() ? std::optional<at::Tensor>(to_compute(*bias)) : std::nullopt;
-  const auto layout = result_memory_format(input, weight);
   if (choose_algorithm(p, Op::forward) == Algorithm::gemm)
-    return to_result(gemm_forward(p, x, w, b), input.scalar_type(), layout);
-  auto y = at::empty({p.N, p.K, p.P, p.Q}, x.options());
-  const auto d = forward_problem(p);
+    return to_result(gemm_forward(p, layout, x, w, b), input.scalar_type(), result);
+  auto y = empty_activation({p.N, p.K, p.P, p.Q}, x.options(), layout);
+  auto d = forward_problem(p);
+  d.layout = layout;
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "corr2d_forward_cpu", [&] {
     cpu_kernels().of<scalar_t>().direct_correlation(
         d, x.const_data_ptr<scalar_t>(), w.const_data_ptr<scalar_t>(), WeightOrder::as_given,
         b ? b->const_data_ptr<scalar_t>() : nullptr, y.mutable_data_ptr<scalar_t>(), OutputGrid::dense(d));
   });
-  return to_result(y, input.scalar_type(), layout);
+  return to_result(y, input.scalar_type(), result);
 }
 
 }  // namespace

@@ -20,13 +20,14 @@ namespace torchcorr::cpu {
 namespace {
 
 template <typename T>
-void strided_input_grad(const Corr2dProblem& p, const at::Tensor& gy, const at::Tensor& w, at::Tensor& gx) {
+void strided_input_grad(const Corr2dProblem& p, Layout layout, const at::Tensor& gy, const at::Tensor& w,
+                        at::Tensor& gx) {
   std::vector<at::Tensor> weights;  // alive until the kernels have run
   std::vector<InputGradPhase<T>> phases;
   for_each_phase(p, w, [&](int64_t first_h, int64_t first_w, const PhaseTaps& rows, const PhaseTaps& cols,
                            const at::Tensor& taps) {
     const DirectProblem d{p.N, p.K, p.P, p.Q, p.C, taps.size(2), taps.size(3), p.groups, rows.outputs, cols.outputs,
-                          1, 1, rows.spacing, cols.spacing, rows.offset, cols.offset};
+                          1, 1, rows.spacing, cols.spacing, rows.offset, cols.offset, layout};
     weights.push_back(taps);
     phases.push_back({d, {p.stride_h, p.stride_w, first_h, first_w, p.H, p.W}, taps.const_data_ptr<T>()});
   });
@@ -38,21 +39,23 @@ at::Tensor corr2d_input_grad_cpu(const at::Tensor& grad_output, const at::Tensor
                                  at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups) {
   const auto p = check_input_grad("torchcorr.corr2d_input_grad", grad_output, weight, input_size, stride,
                                   padding, dilation, groups);
-  const auto gy = to_compute(grad_output), w = to_compute(weight);
-  const auto layout = result_memory_format(grad_output, weight);
+  const auto result = result_memory_format(grad_output, weight);
+  const Layout layout = compute_layout(p, Op::input_grad, result);
+  const auto gy = to_compute(grad_output, layout), w = to_compute(weight);
   if (choose_algorithm(p, Op::input_grad) == Algorithm::gemm)
-    return to_result(gemm_input_grad(p, gy, w), grad_output.scalar_type(), layout);
+    return to_result(gemm_input_grad(p, layout, gy, w), grad_output.scalar_type(), result);
   const bool strided = p.stride_h > 1 || p.stride_w > 1;
-  // Phases no tap reaches keep zeros.
-  auto gx = strided ? at::zeros({p.N, p.C, p.H, p.W}, gy.options()) : at::empty({p.N, p.C, p.H, p.W}, gy.options());
+  auto gx = empty_activation({p.N, p.C, p.H, p.W}, gy.options(), layout);
+  if (strided) gx.zero_();  // phases no tap reaches keep zeros
   AT_DISPATCH_FLOATING_TYPES(gy.scalar_type(), "corr2d_input_grad_cpu", [&] {
-    if (strided) return strided_input_grad<scalar_t>(p, gy, w, gx);
-    const auto d = input_grad_problem(p);
+    if (strided) return strided_input_grad<scalar_t>(p, layout, gy, w, gx);
+    auto d = input_grad_problem(p);
+    d.layout = layout;
     cpu_kernels().of<scalar_t>().direct_correlation(d, gy.const_data_ptr<scalar_t>(), w.const_data_ptr<scalar_t>(),
                                                     WeightOrder::adjoint, nullptr, gx.mutable_data_ptr<scalar_t>(),
                                                     OutputGrid::dense(d));
   });
-  return to_result(gx, grad_output.scalar_type(), layout);
+  return to_result(gx, grad_output.scalar_type(), result);
 }
 
 }  // namespace

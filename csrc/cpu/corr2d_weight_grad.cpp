@@ -53,16 +53,17 @@ at::Tensor corr2d_weight_grad_cpu(const at::Tensor& grad_output, const at::Tenso
                                   at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups) {
   const auto p = check_weight_grad("torchcorr.corr2d_weight_grad", grad_output, input, weight_size, stride,
                                    padding, dilation, groups);
-  const auto gy = to_compute(grad_output), x = to_compute(input);
-  const auto layout = result_memory_format(grad_output, input);
+  const auto result = result_memory_format(grad_output, input);
+  const Layout layout = compute_layout(p, Op::weight_grad, result);
+  const auto gy = to_compute(grad_output, layout), x = to_compute(input, layout);
   if (choose_algorithm(p, Op::weight_grad) == Algorithm::gemm)
-    return to_result(gemm_weight_grad(p, gy, x), grad_output.scalar_type(), layout);
+    return to_result(gemm_weight_grad(p, layout, gy, x), grad_output.scalar_type(), result);
   auto gw = at::empty({p.K, p.C_per_group(), p.R, p.S}, gy.options());
   AT_DISPATCH_FLOATING_TYPES(gy.scalar_type(), "corr2d_weight_grad_cpu", [&] {
-    cpu_kernels().of<scalar_t>().weight_grad(p, gy.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(),
+    cpu_kernels().of<scalar_t>().weight_grad(p, layout, gy.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(),
                                              gw.mutable_data_ptr<scalar_t>());
   });
-  return to_result(gw, grad_output.scalar_type(), layout);
+  return to_result(gw, grad_output.scalar_type(), result);
 }
 
 }  // namespace

@@ -2,6 +2,7 @@
 #pragma once
 
 #include "../corr2d.h"
+#include "direct_corr.h"
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
@@ -10,12 +11,21 @@
 
 namespace torchcorr::cpu {
 
-// Contiguous NCHW copy in the compute dtype (no copy when the tensor already is one).
-inline at::Tensor to_compute(const at::Tensor& t) {
-  return t.to(compute_dtype(t.scalar_type())).contiguous();
+inline at::MemoryFormat memory_format(Layout layout) {
+  return layout == Layout::channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
 }
 
-// The kernel's NCHW result in the caller's dtype and layout.
+// A dense copy in the compute dtype and the given layout (no copy when the tensor already is one).
+inline at::Tensor to_compute(const at::Tensor& t, Layout layout = Layout::planes) {
+  return t.to(compute_dtype(t.scalar_type())).contiguous(memory_format(layout));
+}
+
+// An uninitialised N x C x H x W activation in the given layout.
+inline at::Tensor empty_activation(at::IntArrayRef sizes, const at::TensorOptions& options, Layout layout) {
+  return at::empty(sizes, options.memory_format(memory_format(layout)));
+}
+
+// The kernel's result in the caller's dtype and layout.
 inline at::Tensor to_result(const at::Tensor& computed, at::ScalarType dtype, at::MemoryFormat layout) {
   return computed.to(dtype).contiguous(layout);
 }

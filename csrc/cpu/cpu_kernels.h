@@ -25,7 +25,7 @@ struct KernelsFor {
   // engine per phase, or depthwise layers on small planes all phases at once (kernels/channel_vectors.h).
   void (*input_grad_phases)(const std::vector<InputGradPhase<T>>& phases, const T* gy, T* gx);
   // gw (K x C/groups x R x S) from contiguous gy and x, in an order fixed by the sizes (kernels/weight_grad.h).
-  void (*weight_grad)(const Corr2dProblem& p, const T* gy, const T* x, T* gw);
+  void (*weight_grad)(const Corr2dProblem& p, Layout layout, const T* gy, const T* x, T* gw);
   // C (+)= A · B, batched or summed over the batch, cache-blocked (kernels/gemm.h): 1x1 layers.
   void (*gemm)(const GemmProblem<T>& problem);
 };

@@ -10,7 +10,26 @@
 
 #include "../corr2d.h"
 
+#include <algorithm>
+
 namespace torchcorr::cpu {
+
+// How a kernel's activations (x and y, gy and gx) are laid out: planes (N x C x H x W, torch's contiguous) or
+// channels last (N x H x W x C, torch's channels_last). Only channel_vectors.h and the GEMM of 1x1 layers take
+// channels_last (../algorithm.h says when); the rest compute on planes.
+enum class Layout { planes, channels_last };
+
+// Channel c of pixel i of an image with `channels` channels of `pixels` pixels is at c * channel + i * pixel.
+struct ChannelStrides {
+  int64_t channel, pixel;
+};
+inline ChannelStrides channel_strides(Layout layout, int64_t channels, int64_t pixels) {
+  return layout == Layout::channels_last ? ChannelStrides{1, channels} : ChannelStrides{pixels, 1};
+}
+// Where channel c of image n starts.
+inline int64_t channel_start(Layout layout, int64_t n, int64_t c, int64_t channels, int64_t pixels) {
+  return layout == Layout::channels_last ? n * pixels * channels + c : (n * channels + c) * pixels;
+}
 
 struct DirectProblem {
   int64_t N, C, H, W;  // real input planes
@@ -18,6 +37,7 @@ struct DirectProblem {
   int64_t P, Q;  // output
   int64_t stride_h, stride_w, dilation_h, dilation_w;
   int64_t offset_h, offset_w;
+  Layout layout = Layout::planes;
 
   int64_t C_per_group() const { return C / groups; }
   int64_t K_per_group() const { return K / groups; }
@@ -26,6 +46,15 @@ struct DirectProblem {
 inline DirectProblem forward_problem(const Corr2dProblem& p) {
   return {p.N, p.C, p.H, p.W, p.K, p.R, p.S, p.groups, p.P, p.Q,
           p.stride_h, p.stride_w, p.dilation_h, p.dilation_w, p.pad_h, p.pad_w};
+}
+
+// Depthwise problems whose strides, dilations and sizes the channel-vector kernels (kernels/channel_vectors.h)
+// take, whatever the layout (strides and dilations of real layers, and no index overflow).
+inline bool channel_vectors_fit(const DirectProblem& d) {
+  constexpr int64_t kMaxStep = 8;
+  if (d.C_per_group() != 1 || d.K_per_group() != 1 || d.P == 0 || d.Q == 0) return false;
+  if (std::max({d.stride_h, d.stride_w, d.dilation_h, d.dilation_w}) > kMaxStep) return false;
+  return d.P <= 1024 && d.Q <= 1024 && d.R <= 64 && d.S <= 64;
 }
 
 // For stride 1: gx = corr(V(gy), w') with w'[g*Cg + c, k, r, s] = w[g*Kg + k, c, R-1-r, S-1-s] (WeightOrder::adjoint).

@@ -15,10 +15,20 @@ using at::indexing::Slice;
 
 bool strided(const Corr2dProblem& p) { return p.stride_h > 1 || p.stride_w > 1; }
 
-// The input pixels a 1x1 layer reads, as a dense N x C x P x Q tensor.
-at::Tensor read_pixels(const Corr2dProblem& p, const at::Tensor& x) {
-  return strided(p) ? x.index({Slice(), Slice(), Slice(0, None, p.stride_h), Slice(0, None, p.stride_w)}).contiguous()
+// The input pixels a 1x1 layer reads, as a dense N x C x P x Q tensor in x's layout.
+at::Tensor read_pixels(const Corr2dProblem& p, Layout layout, const at::Tensor& x) {
+  return strided(p) ? x.index({Slice(), Slice(), Slice(0, None, p.stride_h), Slice(0, None, p.stride_w)})
+                          .contiguous(memory_format(layout))
                     : x;
+}
+
+// A dense channels-last N x C x H x W tensor read as one (N*H*W) x C matrix (pixels x channels), or its
+// transpose: a 1x1 layer in channels last is one product over every pixel of the batch.
+template <typename T>
+GemmOperand<T> pixel_rows(const at::Tensor& t, bool transposed = false) {
+  const int64_t channels = t.size(1);
+  return transposed ? GemmOperand<T>{t.const_data_ptr<T>(), 1, channels, 0}
+                    : GemmOperand<T>{t.const_data_ptr<T>(), channels, 1, 0};
 }
 
 // The rows x cols matrices of a contiguous N x rows x H x W tensor (batch entry n = image n), or their transposes.
@@ -40,65 +50,83 @@ ConvWindows forward_windows(const Corr2dProblem& p, bool transposed) {
 }
 
 template <typename T>
+const T* bias_data(const std::optional<at::Tensor>& bias) {
+  return bias.has_value() ? bias->const_data_ptr<T>() : nullptr;
+}
+
+template <typename T>
 void run_gemm(const GemmProblem<T>& g) {
   cpu_kernels().of<T>().gemm(g);
 }
 
 }  // namespace
 
-at::Tensor gemm_forward(const Corr2dProblem& p, const at::Tensor& x, const at::Tensor& w,
+at::Tensor gemm_forward(const Corr2dProblem& p, Layout layout, const at::Tensor& x, const at::Tensor& w,
                         const std::optional<at::Tensor>& bias) {
-  // The products are added to y: it starts as the bias (a copy: a 1-element expand().contiguous() is a view).
-  auto y = at::empty({p.N, p.K, p.P, p.Q}, x.options());
-  if (bias.has_value()) {
-    y.copy_(bias->view({1, p.K, 1, 1}).expand_as(y));
-  } else {
-    y.zero_();
+  // The products overwrite y, with the bias added.
+  auto y = empty_activation({p.N, p.K, p.P, p.Q}, x.options(), layout);
+  const auto pixels = is_pointwise(p) ? read_pixels(p, layout, x) : x;
+  if (layout == Layout::channels_last) {  // y (pixels x K) = x (pixels x C) · w^T (C x K)
+    TORCH_INTERNAL_ASSERT(is_pointwise(p));
+    const auto w_t = w.view({p.K, p.C}).t().contiguous();
+    AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "gemm_forward_cpu", [&] {
+      run_gemm<scalar_t>({p.N * p.P * p.Q, p.K, p.C, 1, false, pixel_rows<scalar_t>(pixels),
+                          matrix<scalar_t>(w_t, p.C), y.mutable_data_ptr<scalar_t>(), p.K, 0,
+                          GemmStart::column_bias, bias_data<scalar_t>(bias)});
+    });
+    return y;
   }
-  const auto pixels = is_pointwise(p) ? read_pixels(p, x) : x;
   const ConvWindows windows = forward_windows(p, false);
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "gemm_forward_cpu", [&] {
     GemmOperand<scalar_t> b = images<scalar_t>(pixels);
     if (!is_pointwise(p)) b.windows = &windows;
     run_gemm<scalar_t>({p.K, p.P * p.Q, p.C * p.R * p.S, p.N, false, matrix<scalar_t>(w, p.K), b,
-                        y.mutable_data_ptr<scalar_t>(), p.P * p.Q, p.K * p.P * p.Q});
+                        y.mutable_data_ptr<scalar_t>(), p.P * p.Q, p.K * p.P * p.Q, GemmStart::row_bias,
+                        bias_data<scalar_t>(bias)});
   });
   return y;
 }
 
-at::Tensor gemm_input_grad(const Corr2dProblem& p, const at::Tensor& gy, const at::Tensor& w) {
+at::Tensor gemm_input_grad(const Corr2dProblem& p, Layout layout, const at::Tensor& gy, const at::Tensor& w) {
   if (is_pointwise(p)) {
-    auto dense = at::zeros({p.N, p.C, p.P, p.Q}, gy.options());
+    auto dense = empty_activation({p.N, p.C, p.P, p.Q}, gy.options(), layout);
     AT_DISPATCH_FLOATING_TYPES(gy.scalar_type(), "gemm_input_grad_cpu", [&] {
+      if (layout == Layout::channels_last) {  // gx (pixels x C) = gy (pixels x K) · w (K x C)
+        return run_gemm<scalar_t>({p.N * p.P * p.Q, p.C, p.K, 1, false, pixel_rows<scalar_t>(gy),
+                                   matrix<scalar_t>(w, p.K), dense.mutable_data_ptr<scalar_t>(), p.C, 0,
+                                   GemmStart::column_bias});
+      }
       const GemmOperand<scalar_t> weights_t{w.const_data_ptr<scalar_t>(), 1, p.C, 0};
       run_gemm<scalar_t>({p.C, p.P * p.Q, p.K, p.N, false, weights_t, images<scalar_t>(gy),
-                          dense.mutable_data_ptr<scalar_t>(), p.P * p.Q, p.C * p.P * p.Q});
+                          dense.mutable_data_ptr<scalar_t>(), p.P * p.Q, p.C * p.P * p.Q, GemmStart::row_bias});
     });
     if (!strided(p)) return dense;
-    auto gx = at::zeros({p.N, p.C, p.H, p.W}, gy.options());
+    auto gx = empty_activation({p.N, p.C, p.H, p.W}, gy.options(), layout).zero_();
     gx.index_put_({Slice(), Slice(), Slice(0, None, p.stride_h), Slice(0, None, p.stride_w)}, dense);
     return gx;
   }
-  auto gx = at::zeros({p.N, p.C, p.H, p.W}, gy.options());
+  TORCH_INTERNAL_ASSERT(layout == Layout::planes, "the windowed GEMM takes planes only");
   if (strided(p)) {
+    auto gx = at::zeros({p.N, p.C, p.H, p.W}, gy.options());  // phases no tap reaches keep zeros
     // One product per stride phase, into a dense phase plane that is then written to the phase's pixels.
     for_each_phase(p, w, [&](int64_t first_h, int64_t first_w, const PhaseTaps& rows, const PhaseTaps& cols,
                              const at::Tensor& taps) {
       const int64_t R = taps.size(2), S = taps.size(3);
       const ConvWindows windows{p.P, p.Q, R, S, cols.outputs, 1, 1, rows.offset, cols.offset,
                                 rows.spacing, cols.spacing, false};
-      auto phase = at::zeros({p.N, p.C, rows.outputs, cols.outputs}, gy.options());
+      auto phase = at::empty({p.N, p.C, rows.outputs, cols.outputs}, gy.options());
       AT_DISPATCH_FLOATING_TYPES(gy.scalar_type(), "gemm_input_grad_cpu", [&] {
         GemmOperand<scalar_t> b = images<scalar_t>(gy);
         b.windows = &windows;
         run_gemm<scalar_t>({p.C, rows.outputs * cols.outputs, p.K * R * S, p.N, false, matrix<scalar_t>(taps, p.C),
                             b, phase.mutable_data_ptr<scalar_t>(), rows.outputs * cols.outputs,
-                            p.C * rows.outputs * cols.outputs});
+                            p.C * rows.outputs * cols.outputs, GemmStart::row_bias});
       });
       gx.index_put_({Slice(), Slice(), Slice(first_h, None, p.stride_h), Slice(first_w, None, p.stride_w)}, phase);
     });
     return gx;
   }
+  auto gx = at::empty({p.N, p.C, p.H, p.W}, gy.options());
   const auto adjoint = w.flip({2, 3}).transpose(0, 1).contiguous();  // C x K x R x S
   const ConvWindows windows{p.P, p.Q, p.R, p.S, p.W, 1, 1, p.dilation_h * (p.R - 1) - p.pad_h,
                             p.dilation_w * (p.S - 1) - p.pad_w, p.dilation_h, p.dilation_w, false};
@@ -106,16 +134,30 @@ at::Tensor gemm_input_grad(const Corr2dProblem& p, const at::Tensor& gy, const a
     GemmOperand<scalar_t> b = images<scalar_t>(gy);
     b.windows = &windows;
     run_gemm<scalar_t>({p.C, p.H * p.W, p.K * p.R * p.S, p.N, false, matrix<scalar_t>(adjoint, p.C), b,
-                        gx.mutable_data_ptr<scalar_t>(), p.H * p.W, p.C * p.H * p.W});
+                        gx.mutable_data_ptr<scalar_t>(), p.H * p.W, p.C * p.H * p.W, GemmStart::row_bias});
   });
   return gx;
 }
 
-at::Tensor gemm_weight_grad(const Corr2dProblem& p, const at::Tensor& gy, const at::Tensor& x) {
-  const auto pixels = is_pointwise(p) ? read_pixels(p, x) : x;
+at::Tensor gemm_weight_grad(const Corr2dProblem& p, Layout layout, const at::Tensor& gy, const at::Tensor& x) {
+  const auto pixels = is_pointwise(p) ? read_pixels(p, layout, x) : x;
   const ConvWindows windows = forward_windows(p, true);
   auto gw = at::zeros({p.K, p.C, p.R, p.S}, gy.options());
   AT_DISPATCH_FLOATING_TYPES(gy.scalar_type(), "gemm_weight_grad_cpu", [&] {
+    if (layout == Layout::channels_last) {
+      // gw (K x C) = gy^T (K x pixels) · x (pixels x C), or its transpose, whichever puts more channels across
+      // the vector lanes (columns): (16 -> 96 channels: 2x faster as gw^T = x^T · gy).
+      TORCH_INTERNAL_ASSERT(is_pointwise(p));
+      if (p.C >= p.K) {
+        return run_gemm<scalar_t>({p.K, p.C, p.N * p.P * p.Q, 1, true, pixel_rows<scalar_t>(gy, true),
+                                   pixel_rows<scalar_t>(pixels), gw.mutable_data_ptr<scalar_t>(), p.C, 0});
+      }
+      auto gw_t = at::zeros({p.C, p.K}, gy.options());
+      run_gemm<scalar_t>({p.C, p.K, p.N * p.P * p.Q, 1, true, pixel_rows<scalar_t>(pixels, true),
+                          pixel_rows<scalar_t>(gy), gw_t.mutable_data_ptr<scalar_t>(), p.K, 0});
+      gw.view({p.K, p.C}).copy_(gw_t.t());
+      return;
+    }
     GemmOperand<scalar_t> b = images<scalar_t>(pixels, true);
     if (!is_pointwise(p)) b.windows = &windows;
     run_gemm<scalar_t>({p.K, p.C * p.R * p.S, p.P * p.Q, p.N, true, images<scalar_t>(gy), b,

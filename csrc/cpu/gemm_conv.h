@@ -7,17 +7,21 @@
 //                  such product per stride phase, with the taps that reach it: input_grad_phases.h)
 //   weight grad    gw    = sum_n gy[n] (K x P*Q) · X[n]^T
 // A 1x1 layer without padding reads its input directly (X[n] = x[n], strided pixels gathered into a plane).
+// In channels last (1x1 layers only) the pixels of the whole batch are the rows of one product:
+//   forward y = x (pixels x C) · w^T + b, input grad gx = gy (pixels x K) · w, weight grad gw = gy^T · x.
 #pragma once
 
 #include "../corr2d.h"
+#include "direct_corr.h"
 
 #include <optional>
 
 namespace torchcorr::cpu {
 
-at::Tensor gemm_forward(const Corr2dProblem& p, const at::Tensor& x, const at::Tensor& w,
+// Operands dense in `layout` (weights and bias contiguous); results in `layout`.
+at::Tensor gemm_forward(const Corr2dProblem& p, Layout layout, const at::Tensor& x, const at::Tensor& w,
                         const std::optional<at::Tensor>& bias);
-at::Tensor gemm_input_grad(const Corr2dProblem& p, const at::Tensor& gy, const at::Tensor& w);
-at::Tensor gemm_weight_grad(const Corr2dProblem& p, const at::Tensor& gy, const at::Tensor& x);
+at::Tensor gemm_input_grad(const Corr2dProblem& p, Layout layout, const at::Tensor& gy, const at::Tensor& w);
+at::Tensor gemm_weight_grad(const Corr2dProblem& p, Layout layout, const at::Tensor& gy, const at::Tensor& x);
 
 }  // namespace torchcorr::cpu

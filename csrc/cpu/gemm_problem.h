@@ -29,6 +29,11 @@ struct GemmOperand {
   }
 };
 
+// How C starts: as it is (C += A·B), or overwritten (C = A·B + bias) with bias[i] per row or bias[j] per
+// column (a null bias: zero). Overwriting saves a pass over C and its reads (a 1x1 layer's output is most of
+// its memory traffic).
+enum class GemmStart { accumulate, row_bias, column_bias };
+
 template <typename T>
 struct GemmProblem {
   int64_t M, N, K, batch;
@@ -36,6 +41,8 @@ struct GemmProblem {
   GemmOperand<T> a, b;
   T* c;  // M x N, unit column stride
   int64_t c_row_stride, c_batch_stride;
+  GemmStart start = GemmStart::accumulate;  // reduced products accumulate
+  const T* bias = nullptr;
 };
 
 }  // namespace torchcorr::cpu

@@ -38,15 +38,25 @@ inline int64_t virtual_extent(int64_t outputs, int64_t stride, int64_t taps, int
   return (outputs - 1) * stride + (taps - 1) * dilation + 1;
 }
 
+// Planes are staged whole, so they must be small; channels-last input is staged a band of rows at a time.
 inline bool channel_vectors_apply(const DirectProblem& d, int64_t lanes, int64_t element_size) {
-  constexpr int64_t kMaxStep = 8;  // strides and dilations of real layers (and no overflow below)
-  if (d.C_per_group() != 1 || d.K_per_group() != 1 || d.P == 0 || d.Q == 0) return false;
-  if (std::max({d.stride_h, d.stride_w, d.dilation_h, d.dilation_w}) > kMaxStep) return false;
-  if (d.P > 1024 || d.Q > 1024 || d.R > 64 || d.S > 64) return false;
+  if (!channel_vectors_fit(d)) return false;
+  if (d.layout == Layout::channels_last) return true;
   const int64_t rows = virtual_extent(d.P, d.stride_h, d.R, d.dilation_h);
   const int64_t cols = virtual_extent(d.Q, d.stride_w, d.S, d.dilation_w);
   const int64_t limit = d.R * d.S >= 25 ? kChannelVectorStagedBytesLargeKernel : kChannelVectorStagedBytes;
   return rows * cols * lanes * element_size <= limit;
+}
+
+// Output rows per task: the whole plane, or from channels-last input a band whose staged rows take about
+// kChannelVectorBandBytes (a 112x112 plane staged whole would be 0.8 MB per 16 channels).
+constexpr int64_t kChannelVectorBandBytes = 64 << 10;
+
+inline int64_t channel_vector_band(const DirectProblem& d, int64_t lanes, int64_t element_size) {
+  if (d.layout == Layout::planes) return d.P;
+  const int64_t row_bytes = virtual_extent(d.Q, d.stride_w, d.S, d.dilation_w) * lanes * element_size;
+  const int64_t virtual_rows = kChannelVectorBandBytes / row_bytes;
+  return std::clamp<int64_t>((virtual_rows - (d.R - 1) * d.dilation_h - 1) / d.stride_h + 1, 1, d.P);
 }
 
 // out[j] = bias + sum_{r,s} w[r][s] * x[(r*row_step + s*col_step + j*stride_step) lanes] for j < J; x points
@@ -103,21 +113,63 @@ ChannelVectorRun<T, J> choose_channel_vector_run(const DirectProblem& d) {
   return &channel_vector_run<T, J>;
 }
 
-// The virtual planes (../direct_corr.h) of `channels` <= L real planes at x as [row][column][L], zero outside the
-// real planes and in the lanes past `channels`, with `slack_columns` more zero columns at the end.
+// dst[i][0..channels) = channels of pixel i at src (strides s), for i < pixels: a transpose from planes, a copy
+// per pixel from channels last.
 template <typename T>
-void stage_channels(const DirectProblem& d, const T* x, int64_t channels, int64_t slack_columns,
-                    std::vector<T>& staged) {
+void gather_channel_vectors(const T* src, ChannelStrides s, int64_t channels, int64_t pixels, T* dst) {
   constexpr int64_t L = Simd<T>::lanes;
-  const int64_t VH = virtual_extent(d.P, d.stride_h, d.R, d.dilation_h);
+  if (s.pixel == 1) return transpose(src, s.channel, channels, pixels, dst, L);
+  for (int64_t i = 0; i < pixels; ++i) {
+    if (channels == L) {
+      Simd<T>::store(dst + i * L, Simd<T>::load(src + i * s.pixel));
+    } else {
+      std::copy(src + i * s.pixel, src + i * s.pixel + channels, dst + i * L);
+    }
+  }
+}
+
+// The inverse: channels of pixel i at dst (strides s) = src[i][0..channels).
+template <typename T>
+void scatter_channel_vectors(const T* src, int64_t pixels, int64_t channels, T* dst, ChannelStrides s) {
+  constexpr int64_t L = Simd<T>::lanes;
+  if (s.pixel == 1) return transpose(src, L, pixels, channels, dst, s.channel);
+  for (int64_t i = 0; i < pixels; ++i) {
+    if (channels == L) {
+      Simd<T>::store(dst + i * s.pixel, Simd<T>::load(src + i * L));
+    } else {
+      std::copy(src + i * L, src + i * L + channels, dst + i * s.pixel);
+    }
+  }
+}
+
+// Virtual rows [v0, v0 + rows) (../direct_corr.h) of `channels` <= L channels of one image, whose first channel
+// is at x, as [row][column][L]: zero outside the real planes and in the lanes past `channels`, with
+// `slack_columns` more zero columns at the end.
+template <typename T>
+void stage_channels(const DirectProblem& d, const T* x, int64_t channels, int64_t v0, int64_t rows,
+                    int64_t slack_columns, std::vector<T>& staged) {
+  constexpr int64_t L = Simd<T>::lanes;
+  const ChannelStrides s = channel_strides(d.layout, d.C, d.H * d.W);
   const int64_t VW = virtual_extent(d.Q, d.stride_w, d.S, d.dilation_w);
-  staged.assign((VH * VW + slack_columns) * L, T(0));
   // Virtual row i is real row i - offset_h (likewise columns): real rows [h0, h1) and columns [w0, w1) land.
-  const int64_t h0 = std::max<int64_t>(0, -d.offset_h), h1 = std::min(d.H, VH - d.offset_h);
+  const int64_t h0 = std::max<int64_t>(0, v0 - d.offset_h), h1 = std::min(d.H, v0 + rows - d.offset_h);
   const int64_t w0 = std::max<int64_t>(0, -d.offset_w), w1 = std::min(d.W, VW - d.offset_w);
+  if (channels < L || h1 <= h0 || w1 <= w0) {
+    staged.assign((rows * VW + slack_columns) * L, T(0));
+  } else {  // every lane of the real pixels is written below: zero only the margins
+    staged.resize((rows * VW + slack_columns) * L);
+    const int64_t first = h0 + d.offset_h - v0, last = h1 + d.offset_h - v0;  // staged rows holding real ones
+    const int64_t left = (w0 + d.offset_w) * L, right = (w1 + d.offset_w) * L;
+    std::fill(staged.begin(), staged.begin() + first * VW * L, T(0));
+    for (int64_t row = first; row < last; ++row) {
+      std::fill(staged.begin() + row * VW * L, staged.begin() + row * VW * L + left, T(0));
+      std::fill(staged.begin() + row * VW * L + right, staged.begin() + (row + 1) * VW * L, T(0));
+    }
+    std::fill(staged.begin() + last * VW * L, staged.end(), T(0));
+  }
   for (int64_t h = h0; h < h1; ++h) {
-    T* dst = staged.data() + ((h + d.offset_h) * VW + w0 + d.offset_w) * L;
-    transpose(x + h * d.W + w0, d.H * d.W, channels, w1 - w0, dst, L);
+    T* dst = staged.data() + ((h + d.offset_h - v0) * VW + w0 + d.offset_w) * L;
+    gather_channel_vectors(x + (h * d.W + w0) * s.pixel, s, channels, w1 - w0, dst);
   }
 }
 
@@ -136,40 +188,47 @@ void channel_vectors(const DirectProblem& d, const T* x, const T* w, WeightOrder
     if (bias != nullptr) biases[c] = bias[c];
   }
   const int64_t VW = virtual_extent(d.Q, d.stride_w, d.S, d.dilation_w), plane_out = grid.rows * grid.cols;
+  const int64_t band = channel_vector_band(d, L, sizeof(T)), bands = div_up(d.P, band);
+  const ChannelStrides out_strides = channel_strides(d.layout, C, plane_out);
+  const bool dense = grid.step_h == 1 && grid.step_w == 1 && grid.first_h == 0 && grid.first_w == 0 &&
+                     grid.cols == d.Q;
   const ChannelVectorRun<T, J> run_outputs = choose_channel_vector_run<T, J>(d);
 
-  parallel_tasks(d.N * blocks, d.P * d.Q * RS * L, [&](int64_t task) {
-    const int64_t n = task / blocks, block = task % blocks, c0 = block * L, channels = std::min(L, C - c0);
+  parallel_tasks(d.N * blocks * bands, band * d.Q * RS * L, [&](int64_t task) {
+    const int64_t p0 = task % bands * band, rows = std::min(band, d.P - p0);
+    const int64_t n = task / bands / blocks, block = task / bands % blocks, c0 = block * L;
+    const int64_t channels = std::min(L, C - c0);
     // Slack past the last row: a run of J outputs is always computed, and those past Q are dropped.
     thread_local std::vector<T> staged, out;
-    stage_channels(d, x + (n * C + c0) * d.H * d.W, channels, J * d.stride_w, staged);
-    out.resize(d.P * d.Q * L);
+    stage_channels(d, x + channel_start(d.layout, n, c0, C, d.H * d.W), channels, p0 * d.stride_h,
+                   virtual_extent(rows, d.stride_h, d.R, d.dilation_h), J * d.stride_w, staged);
+    out.resize(rows * d.Q * L);
     const T* weights = packed.data() + block * RS * L;
     const typename S::Vec b = S::load(biases.data() + c0);
+    T* channels_out = y + channel_start(d.layout, n, c0, C, plane_out);
+    // Whole vectors of channels-last outputs go straight to y; the rest through `out`.
+    const bool in_place = dense && d.layout == Layout::channels_last && channels == L;
+    T* first_out = in_place ? channels_out + p0 * d.Q * out_strides.pixel : out.data();
+    const int64_t out_step = in_place ? out_strides.pixel : L;
     alignas(64) typename S::Vec run[J];
-    for (int64_t p = 0; p < d.P; ++p) {
+    for (int64_t p = 0; p < rows; ++p) {
       const T* row = staged.data() + p * d.stride_h * VW * L;
       for (int64_t q0 = 0; q0 < d.Q; q0 += J) {
         const int64_t count = std::min<int64_t>(J, d.Q - q0);
         run_outputs(row + q0 * d.stride_w * L, weights, d.R, d.S, d.dilation_h * VW * L, d.dilation_w * L,
                     d.stride_w * L, b, run);
-        for (int64_t j = 0; j < count; ++j) S::store(out.data() + (p * d.Q + q0 + j) * L, run[j]);
+        for (int64_t j = 0; j < count; ++j) S::store(first_out + (p * d.Q + q0 + j) * out_step, run[j]);
       }
     }
-    T* planes_out = y + (n * C + c0) * plane_out;
-    if (grid.step_h == 1 && grid.step_w == 1 && grid.first_h == 0 && grid.first_w == 0 && grid.cols == d.Q) {
-      transpose(out.data(), L, d.P * d.Q, channels, planes_out, plane_out);
-    } else {  // a stride phase of an input gradient: each row transposed, then written every step_w columns
-      thread_local std::vector<T> row;
-      row.resize(d.Q * L);
-      for (int64_t p = 0; p < d.P; ++p) {
-        transpose(out.data() + p * d.Q * L, L, d.Q, channels, row.data(), d.Q);
-        for (int64_t l = 0; l < channels; ++l) {
-          T* dst = planes_out + l * plane_out + (p * grid.step_h + grid.first_h) * grid.cols + grid.first_w;
-          for (int64_t q = 0; q < d.Q; ++q) dst[q * grid.step_w] = row[l * d.Q + q];
-        }
+    if (in_place) return;
+    if (dense) return scatter_channel_vectors(out.data(), rows * d.Q, channels, channels_out + p0 * d.Q * out_strides.pixel, out_strides);
+    // A stride phase of an input gradient: output (p, q) is pixel (p*step_h + first_h, q*step_w + first_w).
+    for (int64_t p = 0; p < rows; ++p)
+      for (int64_t q = 0; q < d.Q; ++q) {
+        const int64_t pixel = ((p0 + p) * grid.step_h + grid.first_h) * grid.cols + q * grid.step_w + grid.first_w;
+        scatter_channel_vectors(out.data() + (p * d.Q + q) * L, 1, channels, channels_out + pixel * out_strides.pixel,
+                                out_strides);
       }
-    }
   });
 }
 
@@ -182,15 +241,16 @@ inline bool channel_vectors_weight_grad_applies(const DirectProblem& d, int64_t 
   return channel_vectors_apply(d, lanes, element_size) && (d.S == 3 || d.S == 5 || d.S == 7);
 }
 
-// sums[r][s] += sum_{p,q} gy[p][q] * x[p*sh + r*dh][q*sw + s*dw] for RT kernel rows starting at x.
+// sums[r][s] += sum_{p,q} gy[p][q] * x[p*sh + r*dh][q*sw + s*dw] for RT kernel rows starting at x, over
+// `rows` output rows.
 template <typename T, int RT, int KS>
-void channel_vector_tap_sums(const DirectProblem& d, const T* x, int64_t VW, const T* gy, T* sums) {
+void channel_vector_tap_sums(const DirectProblem& d, int64_t rows_out, const T* x, int64_t VW, const T* gy, T* sums) {
   using V = Simd<T>;
   constexpr int64_t L = V::lanes;
   typename V::Vec acc[RT][KS];
   for (int r = 0; r < RT; ++r)
     for (int s = 0; s < KS; ++s) acc[r][s] = V::load(sums + (r * KS + s) * L);
-  for (int64_t p = 0; p < d.P; ++p) {
+  for (int64_t p = 0; p < rows_out; ++p) {
     const T* rows[RT];
     for (int r = 0; r < RT; ++r) rows[r] = x + (p * d.stride_h + r * d.dilation_h) * VW * L;
     for (int64_t q = 0; q < d.Q; ++q) {
@@ -208,11 +268,12 @@ template <int KS>
 constexpr int kTileRows = std::max(1, kAccumulators / KS);
 
 template <typename T, int KS, int RT = kTileRows<KS>>
-void channel_vector_kernel_rows(const DirectProblem& d, const T* x, int64_t VW, const T* gy, int64_t rows, T* sums) {
+void channel_vector_kernel_rows(const DirectProblem& d, int64_t rows_out, const T* x, int64_t VW, const T* gy,
+                                int64_t rows, T* sums) {
   if constexpr (RT > 1) {
-    if (rows < RT) return channel_vector_kernel_rows<T, KS, RT - 1>(d, x, VW, gy, rows, sums);
+    if (rows < RT) return channel_vector_kernel_rows<T, KS, RT - 1>(d, rows_out, x, VW, gy, rows, sums);
   }
-  channel_vector_tap_sums<T, RT, KS>(d, x, VW, gy, sums);
+  channel_vector_tap_sums<T, RT, KS>(d, rows_out, x, VW, gy, sums);
 }
 
 template <typename T>
@@ -222,23 +283,29 @@ void channel_vectors_weight_grad(const DirectProblem& d, const T* gy, const T* x
   const int64_t C = d.C, RS = d.R * d.S, blocks = div_up(C, L);
   const int64_t VW = virtual_extent(d.Q, d.stride_w, d.S, d.dilation_w);
   const int64_t tile_rows = d.S == 3 ? kTileRows<3> : d.S == 5 ? kTileRows<5> : kTileRows<7>;
+  const int64_t band = channel_vector_band(d, L, sizeof(T));
+  const ChannelStrides gy_strides = channel_strides(d.layout, C, d.P * d.Q);
   parallel_tasks(blocks, d.N * d.P * d.Q * RS * L, [&](int64_t block) {
     const int64_t c0 = block * L, channels = std::min(L, C - c0);
     thread_local std::vector<T> staged, grads;
     std::vector<T> sums(RS * L, T(0));
-    grads.assign(d.P * d.Q * L, T(0));
-    for (int64_t n = 0; n < d.N; ++n) {
-      stage_channels(d, x + (n * C + c0) * d.H * d.W, channels, 0, staged);
-      transpose(gy + (n * C + c0) * d.P * d.Q, d.P * d.Q, channels, d.P * d.Q, grads.data(), L);
-      for (int64_t r0 = 0; r0 < d.R; r0 += tile_rows) {
-        const int64_t rows = std::min(d.R - r0, tile_rows);
-        const T* first = staged.data() + r0 * d.dilation_h * VW * L;
-        T* tile = sums.data() + r0 * d.S * L;
-        if (d.S == 3) channel_vector_kernel_rows<T, 3>(d, first, VW, grads.data(), rows, tile);
-        if (d.S == 5) channel_vector_kernel_rows<T, 5>(d, first, VW, grads.data(), rows, tile);
-        if (d.S == 7) channel_vector_kernel_rows<T, 7>(d, first, VW, grads.data(), rows, tile);
+    grads.assign(band * d.Q * L, T(0));
+    for (int64_t n = 0; n < d.N; ++n)
+      for (int64_t p0 = 0; p0 < d.P; p0 += band) {  // each tap sums over (n, p, q) in order, whatever the band
+        const int64_t rows_out = std::min(band, d.P - p0);
+        stage_channels(d, x + channel_start(d.layout, n, c0, C, d.H * d.W), channels, p0 * d.stride_h,
+                       virtual_extent(rows_out, d.stride_h, d.R, d.dilation_h), 0, staged);
+        gather_channel_vectors(gy + channel_start(d.layout, n, c0, C, d.P * d.Q) + p0 * d.Q * gy_strides.pixel,
+                               gy_strides, channels, rows_out * d.Q, grads.data());
+        for (int64_t r0 = 0; r0 < d.R; r0 += tile_rows) {
+          const int64_t rows = std::min(d.R - r0, tile_rows);
+          const T* first = staged.data() + r0 * d.dilation_h * VW * L;
+          T* tile = sums.data() + r0 * d.S * L;
+          if (d.S == 3) channel_vector_kernel_rows<T, 3>(d, rows_out, first, VW, grads.data(), rows, tile);
+          if (d.S == 5) channel_vector_kernel_rows<T, 5>(d, rows_out, first, VW, grads.data(), rows, tile);
+          if (d.S == 7) channel_vector_kernel_rows<T, 7>(d, rows_out, first, VW, grads.data(), rows, tile);
+        }
       }
-    }
     for (int64_t l = 0; l < channels; ++l)
       for (int64_t rs = 0; rs < RS; ++rs) gw[(c0 + l) * RS + rs] = sums[rs * L + l];
   });
@@ -253,6 +320,7 @@ bool channel_vector_phases_apply(const std::vector<InputGradPhase<T>>& phases) {
   if (phases.empty()) return false;
   for (const auto& phase : phases)
     if (!channel_vectors_apply(phase.d, Simd<T>::lanes, sizeof(T))) return false;
+  if (phases[0].d.layout == Layout::channels_last) return true;  // no other kernel takes it
   const OutputGrid& planes = phases[0].grid;
   return planes.rows * planes.cols * Simd<T>::lanes * int64_t(sizeof(T)) <= kChannelVectorStagedBytesLargeKernel;
 }
@@ -286,13 +354,22 @@ void channel_vector_phases(const std::vector<InputGradPhase<T>>& phases, const T
         packed[first_weight[f] + (c / L * RS + rs) * L + c % L] = phases[f].taps[c * RS + rs];
   }
 
+  const ChannelStrides in_strides = channel_strides(first.layout, C, H * W);
+  const ChannelStrides out_strides = channel_strides(first.layout, C, plane_out);
   parallel_tasks(first.N * blocks, plane_out * L, [&](int64_t task) {
     const int64_t n = task / blocks, block = task % blocks, c0 = block * L, channels = std::min(L, C - c0);
     thread_local std::vector<T> staged, out;
     staged.assign((rows * cols + J) * L, T(0));  // slack: runs of J outputs read past a row's end
+    const T* channels_in = gy + channel_start(first.layout, n, c0, C, H * W);
     for (int64_t h = 0; h < H; ++h)
-      transpose(gy + ((n * C + c0) * H + h) * W, H * W, channels, W, staged.data() + ((h + top) * cols + left) * L, L);
-    out.assign(plane_out * L, T(0));  // pixels no tap reaches stay zero
+      gather_channel_vectors(channels_in + h * W * in_strides.pixel, in_strides, channels, W,
+                             staged.data() + ((h + top) * cols + left) * L);
+    // Whole vectors of channels-last gradients go straight to gx (zero to start); the rest through `out`.
+    T* channels_out = gx + channel_start(first.layout, n, c0, C, plane_out);
+    const bool in_place = first.layout == Layout::channels_last && channels == L;
+    if (!in_place) out.assign(plane_out * L, T(0));  // pixels no tap reaches stay zero
+    T* first_out = in_place ? channels_out : out.data();
+    const int64_t out_step = in_place ? out_strides.pixel : L;
     alignas(64) typename S::Vec run[J];
     for (size_t f = 0; f < phases.size(); ++f) {
       const DirectProblem& d = phases[f].d;
@@ -301,16 +378,18 @@ void channel_vector_phases(const std::vector<InputGradPhase<T>>& phases, const T
       const T* weights = packed.data() + first_weight[f] + block * d.R * d.S * L;
       const T* origin = staged.data() + ((top - d.offset_h) * cols + left - d.offset_w) * L;
       for (int64_t p = 0; p < d.P; ++p) {
-        T* out_row = out.data() + ((p * grid.step_h + grid.first_h) * gx_cols + grid.first_w) * L;
+        T* out_row = first_out + ((p * grid.step_h + grid.first_h) * gx_cols + grid.first_w) * out_step;
         for (int64_t q0 = 0; q0 < d.Q; q0 += J) {
           run_outputs(origin + (p * cols + q0) * L, weights, d.R, d.S, d.dilation_h * cols * L, d.dilation_w * L, L,
                       S::zero(), run);
           for (int64_t j = 0; j < std::min<int64_t>(J, d.Q - q0); ++j)
-            S::store(out_row + (q0 + j) * grid.step_w * L, run[j]);
+            S::store(out_row + (q0 + j) * grid.step_w * out_step, run[j]);
         }
       }
     }
-    transpose(out.data(), L, plane_out, channels, gx + (n * C + c0) * plane_out, plane_out);
+    if (in_place) return;
+    scatter_channel_vectors(out.data(), plane_out, channels, channels_out,
+                            out_strides);
   });
 }
 

@@ -246,6 +246,7 @@ void direct_correlation(const DirectProblem& d, const T* x, const T* w, WeightOr
   if (d.N == 0 || d.K == 0 || d.P == 0 || d.Q == 0) return;
   const Kernel kernel = choose_kernel(d, S::lanes, sizeof(T));
   if (kernel == Kernel::channel_vectors) return channel_vectors(d, x, w, order, bias, y, grid);
+  TORCH_INTERNAL_ASSERT(d.layout == Layout::planes, "the direct tiles take planes only");
   const int64_t block_size = kernel == Kernel::channel_tile ? S::lanes : std::min(Kg, kMaxPixelBlock);
   const int64_t blocks = div_up(Kg, block_size);
   const std::vector<T> packed = pack_weights(d, w, order, block_size);

@@ -206,13 +206,15 @@ constexpr int64_t kMaxPixelSumOutputs = 16384;
 // with few outputs (few output channels: single channel, depthwise, LeNet; or few taps: stems); else output
 // channels across the lanes (dense layers).
 template <typename T>
-void weight_grad_kernel(const Corr2dProblem& p, const T* gy, const T* x, T* gw) {
+void weight_grad_kernel(const Corr2dProblem& p, Layout activations, const T* gy, const T* x, T* gw) {
   using S = Simd<T>;
-  const DirectProblem d = forward_problem(p);
+  DirectProblem d = forward_problem(p);
+  d.layout = activations;
   const int64_t Kg = p.K_per_group();
   std::fill(gw, gw + p.K * p.C_per_group() * p.R * p.S, T(0));
   if (p.N * p.P == 0 || p.K == 0) return;
   if (channel_vectors_weight_grad_applies(d, S::lanes, sizeof(T))) return channel_vectors_weight_grad(d, gy, x, gw);
+  TORCH_INTERNAL_ASSERT(activations == Layout::planes, "the direct weight gradients take planes only");
   const int64_t grad_row_bytes = (Kg + 2 * S::lanes) * (p.Q + p.S * p.dilation_w) * sizeof(T);
   const int64_t rows = balanced_rows(p.P, staged_rows(d, grad_row_bytes, sizeof(T)));
   const StagedLayout layout = make_layout(d, rows);
