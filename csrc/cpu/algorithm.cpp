@@ -28,14 +28,9 @@ Algorithm choose_algorithm(const Corr2dProblem& p, Op op) {
 
 Layout compute_layout(const Corr2dProblem& p, Op op, at::MemoryFormat result) {
   if (result != at::MemoryFormat::ChannelsLast) return Layout::planes;
-  if (choose_algorithm(p, op) == Algorithm::gemm) return is_pointwise(p) ? Layout::channels_last : Layout::planes;
-  // The depthwise problems of each op: the forward correlation; stride-1 correlations of gy producing the
-  // H x W gradient or, strided, its stride phases (at most as large, dilation at most the layer's); the
-  // weight gradient's kernel rows of 3, 5 or 7 taps (kernels/weight_grad.h).
-  DirectProblem d = forward_problem(p);
-  if (op == Op::input_grad) d.P = p.H, d.Q = p.W, d.stride_h = 1, d.stride_w = 1;
-  if (op == Op::weight_grad && p.S != 3 && p.S != 5 && p.S != 7) return Layout::planes;
-  return channel_vectors_fit(d) ? Layout::channels_last : Layout::planes;
+  // The windowed GEMM's forward pass and input gradient read rows of planes (gemm_everywhere only).
+  const bool planes_only = choose_algorithm(p, op) == Algorithm::gemm && !is_pointwise(p) && op != Op::weight_grad;
+  return planes_only ? Layout::planes : Layout::channels_last;
 }
 
 }  // namespace torchcorr::cpu

@@ -20,12 +20,13 @@
 // at a time, input_grad_phases.h): torchcorr.backends.cpu.flags(gemm_everywhere=True) forces it (tests), and
 // torchcorr.backends.cpu.gemm = False turns it off (to compare, or to work around a bug).
 //
-// Layout. A result torch would return channels_last (either operand is) is computed in channels_last where
-// the chosen kernel takes it, and its operands are copied to planes (and the result back) elsewhere:
-//   gemm     1x1 layers                            a plain product over pixels: C_out x pixels -> pixels x C_out
-//   direct   depthwise layers within the channel   channels across the lanes, staged by copies instead of
-//            vectors' limits (direct_corr.h)       transposes (kernels/channel_vectors.h)
-//   planes   everything else (kxk dense and grouped layers, 1x1 layers under gemm = False)
+// Layout. A result torch would return channels_last (either operand is) is computed in channels_last:
+//   gemm     1x1 layers, every op: a plain product over the pixels of the whole batch; weight gradients on
+//            small planes: gy read across, the input windows gathered from pixels
+//   direct   staging transposes rows of pixels into the planes the tiles compute on, outputs are written
+//            channels-last, gy staged pixel-major by copies; depthwise layers with channels across the lanes
+//            are staged by copies (kernels/channel_vectors.h)
+// The windowed GEMM's forward pass and input gradient (gemm_everywhere only) copy to planes and back.
 #pragma once
 
 #include "../corr2d.h"

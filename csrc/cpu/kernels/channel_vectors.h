@@ -195,8 +195,9 @@ void channel_vectors(const DirectProblem& d, const T* x, const T* w, WeightOrder
   const ChannelVectorRun<T, J> run_outputs = choose_channel_vector_run<T, J>(d);
 
   parallel_tasks(d.N * blocks * bands, band * d.Q * RS * L, [&](int64_t task) {
-    const int64_t p0 = task % bands * band, rows = std::min(band, d.P - p0);
-    const int64_t n = task / bands / blocks, block = task / bands % blocks, c0 = block * L;
+    // Channel blocks vary fastest: consecutive tasks read neighbouring bytes of the same channels-last rows.
+    const int64_t block = task % blocks, p0 = task / blocks % bands * band, n = task / blocks / bands;
+    const int64_t rows = std::min(band, d.P - p0), c0 = block * L;
     const int64_t channels = std::min(L, C - c0);
     // Slack past the last row: a run of J outputs is always computed, and those past Q are dropped.
     thread_local std::vector<T> staged, out;

@@ -121,10 +121,12 @@ enum class Kernel { channel_vectors, channel_tile, pixel_tile };
 // halo columns); output channels across the lanes when a group has more than four vectors of them (wide dense
 // layers); else pixels across the lanes, up to 8 channels at a time (single channel, larger depthwise planes,
 // LeNet, and layers up to 64 float channels, where measured on AVX-512 it was as fast or faster: a channel
-// tile of one or two vectors spends a broadcast per multiply-add).
+// tile of one or two vectors spends a broadcast per multiply-add). Channels-last outputs take channel tiles
+// from two vectors of channels on: pixel tiles would write them a channel at a time (stems 1.4x faster).
 Kernel choose_kernel(const DirectProblem& d, int lanes, int64_t element_size) {
   if (channel_vectors_apply(d, lanes, element_size)) return Kernel::channel_vectors;
-  return d.K_per_group() > 4 * lanes ? Kernel::channel_tile : Kernel::pixel_tile;
+  const int64_t min_k = d.layout == Layout::channels_last ? lanes : 4 * lanes;
+  return d.K_per_group() > min_k ? Kernel::channel_tile : Kernel::pixel_tile;
 }
 
 template <typename T>
@@ -146,24 +148,29 @@ struct Runner {
     const int64_t k0 = block * S::lanes, kcount = std::min<int64_t>(KV * S::lanes, Kg - k0);
     // Output i of an image is (row0 + i / Q, i % Q), staged at pixel (i / Q) * width + i % Q.
     const int64_t per_image = std::min(layout.rows, d.P - row0) * d.Q, outputs = images * per_image;
-    alignas(64) T out[J * KV * S::lanes];
+    const int64_t grid_pixels = grid.rows * grid.cols;
+    const ChannelStrides to = channel_strides(d.layout, d.K, grid_pixels);
+    alignas(64) T out[J * KV * S::lanes], biases[KV * S::lanes];
+    for (int64_t k = 0; k < KV * S::lanes; ++k) biases[k] = bias && k < kcount ? bias[g * Kg + k0 + k] : T(0);
     int64_t pixels[J], index[J];
     for (int64_t i0 = 0; i0 < outputs; i0 += J) {
       const int64_t count = std::min<int64_t>(J, outputs - i0);
       for (int j = 0; j < count; ++j) {
         const int64_t u = (i0 + j) / per_image, i = (i0 + j) % per_image, row = i / d.Q, col = i % d.Q;
         pixels[j] = u * image_stride + row * layout.width + col;
-        index[j] = (((n0 + u) * d.K + g * Kg) * grid.rows + (row0 + row) * grid.step_h + grid.first_h) * grid.cols +
-                   col * grid.step_w + grid.first_w;
+        const int64_t pixel = ((row0 + row) * grid.step_h + grid.first_h) * grid.cols + col * grid.step_w + grid.first_w;
+        index[j] = channel_start(d.layout, n0 + u, g * Kg + k0, d.K, grid_pixels) + pixel * to.pixel;
       }
       for (int j = count; j < J; ++j) pixels[j] = pixels[count - 1];
       channel_tile<T, KV, J>(staged, pixels, layout.tap_offsets.data(), taps, packed + block * taps * S::lanes,
                              taps * S::lanes, out);
-      for (int64_t k = 0; k < kcount; ++k) {
-        const int64_t channel = g * Kg + k0 + k, plane = (k0 + k) * grid.rows * grid.cols;
-        const T b = bias ? bias[channel] : T(0);
-        for (int64_t j = 0; j < count; ++j) y[index[j] + plane] = out[j * KV * S::lanes + k] + b;
+      if (d.layout == Layout::channels_last) {  // each output's channels are adjacent
+        for (int64_t j = 0; j < count; ++j)
+          for (int64_t k = 0; k < kcount; ++k) y[index[j] + k] = out[j * KV * S::lanes + k] + biases[k];
+        continue;
       }
+      for (int64_t k = 0; k < kcount; ++k)
+        for (int64_t j = 0; j < count; ++j) y[index[j] + k * to.channel] = out[j * KV * S::lanes + k] + biases[k];
     }
   }
 
@@ -184,20 +191,22 @@ struct Runner {
     const int64_t Kg = d.K_per_group(), taps = layout.tap_offsets.size();
     const int64_t k0 = block * KB, kcount = std::min<int64_t>(KB, Kg - k0);
     const PixelWriter write{layout, grid, row0, d.P, d.Q};
-    const int64_t step = grid.step_w;
+    const ChannelStrides to = channel_strides(d.layout, d.K, grid.rows * grid.cols);
+    const int64_t step = grid.step_w * to.pixel;
     alignas(64) T out[KB * tile];
     for (int64_t m0 = 0; m0 < pixels(); m0 += tile) {
       pixel_tile<T, KB, U>(staged + m0, layout.tap_offsets.data(), taps, packed + block * taps * KB, out);
       for (int64_t k = 0; k < kcount; ++k) {
         const int64_t channel = g * Kg + k0 + k;
-        T* y_plane = y + (n * d.K + channel) * grid.rows * grid.cols;
+        T* y_plane = y + channel_start(d.layout, n, channel, d.K, grid.rows * grid.cols);
         const T b = bias ? bias[channel] : T(0);
         const T* values = out + k * tile;
         write(m0, tile, [&](int64_t j, int64_t index, int64_t length) {
+          T* to_first = y_plane + index * to.pixel;
           if (step == 1) {
-            for (int64_t i = 0; i < length; ++i) y_plane[index + i] = values[j + i] + b;
+            for (int64_t i = 0; i < length; ++i) to_first[i] = values[j + i] + b;
           } else {
-            for (int64_t i = 0; i < length; ++i) y_plane[index + i * step] = values[j + i] + b;
+            for (int64_t i = 0; i < length; ++i) to_first[i * step] = values[j + i] + b;
           }
         });
       }
@@ -228,13 +237,18 @@ void channel_tiles_across_images(const DirectProblem& d, const T* x, const std::
   std::vector<T> staged(d.N * d.groups * layout.size, T(0));  // image n, group g at (g * N + n) * layout.size
   parallel_tasks(d.N * d.groups, layout.size, [&](int64_t task) {
     const int64_t g = task / d.N, n = task % d.N;
-    stage(d, layout, x + (n * d.C + g * Cg) * d.H * d.W, 0, staged.data() + task * layout.size);
+    stage(d, layout, x + channel_start(d.layout, n, g * Cg, d.C, d.H * d.W), 0, staged.data() + task * layout.size);
   });
   const Runner<T> runner{d, layout, grid, bias};
-  parallel_tasks(d.groups * pairs, d.N * d.P * d.Q * 2 * Simd<T>::lanes * taps, [&](int64_t task) {
-    const int64_t g = task / pairs, block = task % pairs * 2;
-    runner.channel_blocks(staged.data() + g * d.N * layout.size, layout.size, packed.data() + g * group_packed,
-                          block, std::min(block + 2, blocks), 0, d.N, g, 0, y);
+  // Few block pairs (32-64 channels) also split the images, so that every thread has work; each output's sum
+  // is the same whichever task computes it.
+  const int64_t image_chunks = std::clamp<int64_t>(div_up(2 * at::get_num_threads(), d.groups * pairs), 1, d.N);
+  parallel_tasks(d.groups * pairs * image_chunks, d.N * d.P * d.Q * 2 * Simd<T>::lanes * taps / image_chunks,
+                 [&](int64_t task) {
+    const int64_t chunk = task % image_chunks, g = task / image_chunks / pairs, block = task / image_chunks % pairs * 2;
+    const int64_t n0 = chunk * d.N / image_chunks, images = (chunk + 1) * d.N / image_chunks - n0;
+    runner.channel_blocks(staged.data() + (g * d.N + n0) * layout.size, layout.size, packed.data() + g * group_packed,
+                          block, std::min(block + 2, blocks), n0, images, g, 0, y);
   });
 }
 
@@ -246,7 +260,6 @@ void direct_correlation(const DirectProblem& d, const T* x, const T* w, WeightOr
   if (d.N == 0 || d.K == 0 || d.P == 0 || d.Q == 0) return;
   const Kernel kernel = choose_kernel(d, S::lanes, sizeof(T));
   if (kernel == Kernel::channel_vectors) return channel_vectors(d, x, w, order, bias, y, grid);
-  TORCH_INTERNAL_ASSERT(d.layout == Layout::planes, "the direct tiles take planes only");
   const int64_t block_size = kernel == Kernel::channel_tile ? S::lanes : std::min(Kg, kMaxPixelBlock);
   const int64_t blocks = div_up(Kg, block_size);
   const std::vector<T> packed = pack_weights(d, w, order, block_size);
@@ -270,7 +283,7 @@ void direct_correlation(const DirectProblem& d, const T* x, const T* w, WeightOr
     std::vector<T> staged(layout.size, T(0));
     for (int64_t task = begin; task < end; ++task) {
       const int64_t row0 = task % row_blocks * rows, ng = task / row_blocks, g = ng % d.groups, n = ng / d.groups;
-      stage(d, layout, x + (n * d.C + g * Cg) * d.H * d.W, row0, staged.data());
+      stage(d, layout, x + channel_start(d.layout, n, g * Cg, d.C, d.H * d.W), row0, staged.data());
       const T* group_weights = packed.data() + g * group_packed;
       if (kernel == Kernel::channel_tile) {
         runner.channel_blocks(staged.data(), 0, group_weights, 0, blocks, n, 1, g, row0, y);

@@ -90,6 +90,7 @@ void pack_a(const GemmOperand<T>& a, int64_t row0, int64_t rows, int64_t k0, int
 // between zeros when the stride is 1.
 template <typename T>
 void window_row(const ConvWindows& v, const T* x, int64_t k, int64_t j0, int64_t count, T* out) {
+  TORCH_INTERNAL_ASSERT(v.channels_last == 0, "window rows of planes only");
   const int64_t c = k / (v.R * v.S), r = k / v.S % v.R, s = k % v.S;
   const T* plane = x + c * v.H * v.W;
   for (int64_t j = 0, p = j0 / v.Q, q = j0 % v.Q; j < count; q = 0, ++p) {
@@ -123,7 +124,8 @@ void window_column(const ConvWindows& v, const T* x, int64_t j, int64_t k0, int6
   int64_t c = k0 / (v.R * v.S), r = k0 / v.S % v.R, s = k0 % v.S;
   for (int64_t k = 0; k < count; ++k) {
     const int64_t h = h0 + r * v.dilation_h, w = w0 + s * v.dilation_w;
-    out[k] = h >= 0 && h < v.H && w >= 0 && w < v.W ? x[(c * v.H + h) * v.W + w] : T(0);
+    const int64_t at = v.channels_last == 0 ? (c * v.H + h) * v.W + w : (h * v.W + w) * v.channels_last + c;
+    out[k] = h >= 0 && h < v.H && w >= 0 && w < v.W ? x[at] : T(0);
     if (++s == v.S && (s = 0, ++r == v.R)) r = 0, ++c;
   }
 }

@@ -7,6 +7,7 @@
 
 #include "../direct_corr.h"
 #include "isa.h"
+#include "simd.h"
 
 #include <algorithm>
 #include <vector>
@@ -83,33 +84,40 @@ inline int64_t staged_rows(const DirectProblem& d, int64_t extra_row_bytes, int6
   return std::clamp<int64_t>(kStagedBytes / std::max<int64_t>(1, row_bytes), 1, std::max<int64_t>(1, d.P));
 }
 
-// Stage V for output rows [row0, row0 + l.rows) of one image's group (Cg real planes at x).
+// Stage V for output rows [row0, row0 + l.rows) of one image's group: Cg channels whose first is at x, as planes
+// or channels last (d.layout; a row of channels last is transposed into the group's planes).
 template <typename T>
 void stage(const DirectProblem& d, const StagedLayout& l, const T* x, int64_t row0, T* buffer) {
-  const int64_t sw = d.stride_w;
-  for (int64_t c = 0; c < d.C_per_group(); ++c) {
-    const T* plane = x + c * d.H * d.W;
-    for (size_t a = 0; a < l.phases_h.size(); ++a) {
-      for (size_t b = 0; b < l.phases_w.size(); ++b) {
-        // Staged column j of phase b is real column j*sw + phase - offset_w: real for j in [first, last).
-        const int64_t phase = l.phases_w[b];
-        const int64_t first = std::clamp<int64_t>(ceil_div(d.offset_w - phase, sw), 0, l.width);
-        const int64_t last = std::clamp<int64_t>(ceil_div(d.offset_w + d.W - phase, sw), first, l.width);
-        T* out = buffer + c * l.channel + (a * l.phases_w.size() + b) * l.plane;
-        for (int64_t i = 0; i < l.phase_rows; ++i, out += l.width) {
-          const int64_t h = real_index((row0 + i) * d.stride_h + l.phases_h[a], d.offset_h, d.H);
-          if (h < 0) {
-            std::fill(out, out + l.width, T(0));
-            continue;
-          }
-          const T* row = plane + h * d.W + phase - d.offset_w;  // row[j * sw] is staged column j
-          std::fill(out, out + first, T(0));
+  const int64_t sw = d.stride_w, Cg = d.C_per_group();
+  const ChannelStrides in = channel_strides(d.layout, d.C, d.H * d.W);
+  for (size_t a = 0; a < l.phases_h.size(); ++a) {
+    for (size_t b = 0; b < l.phases_w.size(); ++b) {
+      // Staged column j of phase b is real column j*sw + phase - offset_w: real for j in [first, last).
+      const int64_t phase = l.phases_w[b];
+      const int64_t first = std::clamp<int64_t>(ceil_div(d.offset_w - phase, sw), 0, l.width);
+      const int64_t last = std::clamp<int64_t>(ceil_div(d.offset_w + d.W - phase, sw), first, l.width);
+      T* out = buffer + (a * l.phases_w.size() + b) * l.plane;  // channel c's row i at out + c*l.channel + i*l.width
+      for (int64_t i = 0; i < l.phase_rows; ++i, out += l.width) {
+        const int64_t h = real_index((row0 + i) * d.stride_h + l.phases_h[a], d.offset_h, d.H);
+        for (int64_t c = 0; c < Cg; ++c) {
+          T* channel = out + c * l.channel;
+          std::fill(channel, channel + (h < 0 ? l.width : first), T(0));
+          if (h >= 0) std::fill(channel + last, channel + l.width, T(0));
+        }
+        if (h < 0 || last == first) continue;
+        const T* row = x + (h * d.W + first * sw + phase - d.offset_w) * in.pixel;  // row[j*sw*pixel]: column first + j
+        if (d.layout == Layout::channels_last) {
+          transpose(row, sw * in.pixel, last - first, Cg, out + first, l.channel);
+          continue;
+        }
+        for (int64_t c = 0; c < Cg; ++c) {
+          const T* from = row + c * in.channel;
+          T* to = out + c * l.channel + first;
           if (sw == 1) {
-            std::copy(row + first, row + last, out + first);
+            std::copy(from, from + (last - first), to);
           } else {
-            for (int64_t j = first; j < last; ++j) out[j] = row[j * sw];
+            for (int64_t j = 0; j < last - first; ++j) to[j] = from[j * sw];
           }
-          std::fill(out + last, out + l.width, T(0));
         }
       }
     }

@@ -69,11 +69,24 @@ void pixel_sums(const T* x, const int64_t* taps, const T* gy, int64_t gy_stride,
     for (int j = 0; j < J; ++j) out[k * J + j] = S::sum(acc[k][j]);
 }
 
-// gy's rows [row0, row0 + rows) of `channels` planes on the staged pixel grid, value (k, m) stored at
-// k * k_stride + m * m_stride; zero at columns >= Q, rows >= P and channels >= channels (up to padded).
+// gy's rows [row0, row0 + rows) of `channels` channels (the first at gy, in d.layout) on the staged pixel grid,
+// value (k, m) stored at k * k_stride + m * m_stride; zero at columns >= Q, rows >= P and channels >= channels
+// (up to padded).
 template <typename T>
 void stage_grad(const T* gy, const DirectProblem& d, const StagedLayout& l, int64_t row0, int64_t channels,
                 int64_t padded_channels, int64_t pixels, int64_t k_stride, int64_t m_stride, T* out) {
+  if (d.layout == Layout::channels_last) {  // a pixel's channels are adjacent
+    for (int64_t m = 0, row = 0; m < pixels; m += l.width, ++row) {
+      const int64_t count = std::min(l.width, pixels - m);
+      const int64_t real = row < l.rows && row0 + row < d.P ? std::min(d.Q, count) : 0;
+      for (int64_t col = 0; col < count; ++col) {
+        const T* src = gy + ((row0 + row) * d.Q + col) * d.K;
+        T* dst = out + (m + col) * m_stride;
+        for (int64_t k = 0; k < padded_channels; ++k) dst[k * k_stride] = col < real && k < channels ? src[k] : T(0);
+      }
+    }
+    return;
+  }
   for (int64_t k = 0; k < padded_channels; ++k) {
     T* dst = out + k * k_stride;
     for (int64_t m = 0, row = 0; m < pixels; m += l.width, ++row) {
@@ -126,8 +139,8 @@ void weight_grad_dense(const DirectProblem& d, const StagedLayout& layout, const
     const int64_t count = std::min(chunk, units.count - first);
     parallel_tasks(count * d.groups, layout.size, [&](int64_t task) {
       const int64_t u = task / d.groups, g = task % d.groups, n = units.image(first + u), row0 = units.row0(first + u);
-      stage(d, layout, x + (n * d.C + g * Cg) * d.H * d.W, row0, staged.data() + task * layout.size);
-      stage_grad(gy + (n * d.K + g * Kg) * d.P * d.Q, d, layout, row0, Kg, padded_K, pixels, 1, padded_K,
+      stage(d, layout, x + channel_start(d.layout, n, g * Cg, d.C, d.H * d.W), row0, staged.data() + task * layout.size);
+      stage_grad(gy + channel_start(d.layout, n, g * Kg, d.K, d.P * d.Q), d, layout, row0, Kg, padded_K, pixels, 1, padded_K,
                  grads.data() + task * grad_size);
     });
     parallel_tasks(d.groups * k_blocks * t_tiles, tile_work, [&](int64_t task) {
@@ -169,8 +182,8 @@ void weight_grad_few_outputs(const DirectProblem& d, const StagedLayout& layout,
       for (int64_t u = slot * units.count / slots; u < (slot + 1) * units.count / slots; ++u) {
         const int64_t n = units.image(u), row0 = units.row0(u);
         for (int64_t g = 0; g < d.groups; ++g) {
-          stage(d, layout, x + (n * d.C + g * Cg) * d.H * d.W, row0, staged.data());
-          stage_grad(gy + (n * d.K + g * Kg) * d.P * d.Q, d, layout, row0, Kg, padded_K, pixels, pixels, 1,
+          stage(d, layout, x + channel_start(d.layout, n, g * Cg, d.C, d.H * d.W), row0, staged.data());
+          stage_grad(gy + channel_start(d.layout, n, g * Kg, d.K, d.P * d.Q), d, layout, row0, Kg, padded_K, pixels, pixels, 1,
                      grad.data());
           for (int64_t k0 = 0; k0 < Kg; k0 += KB) {
             for (int64_t t0 = 0; t0 < taps; t0 += J) {
@@ -214,7 +227,6 @@ void weight_grad_kernel(const Corr2dProblem& p, Layout activations, const T* gy,
   std::fill(gw, gw + p.K * p.C_per_group() * p.R * p.S, T(0));
   if (p.N * p.P == 0 || p.K == 0) return;
   if (channel_vectors_weight_grad_applies(d, S::lanes, sizeof(T))) return channel_vectors_weight_grad(d, gy, x, gw);
-  TORCH_INTERNAL_ASSERT(activations == Layout::planes, "the direct weight gradients take planes only");
   const int64_t grad_row_bytes = (Kg + 2 * S::lanes) * (p.Q + p.S * p.dilation_w) * sizeof(T);
   const int64_t rows = balanced_rows(p.P, staged_rows(d, grad_row_bytes, sizeof(T)));
   const StagedLayout layout = make_layout(d, rows);
