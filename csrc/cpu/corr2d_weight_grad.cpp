@@ -1,8 +1,9 @@
 // Weight and bias gradients of the cross-correlation on the CPU: the ops, around the weight-gradient kernels
 // of kernels/weight_grad.h (compiled per instruction-set level, chosen in cpu_kernels.cpp).
 //
-// The bias gradient gb[k] = sum_{n,p,q} gy[n,k,p,q] is a reduction: one task per
-// (image, chunk of kMinWorkPerThread pixels, k), partials added in a fixed order.
+// The bias gradient gb[k] = sum_{n,p,q} gy[n,k,p,q] is a reduction, in either layout: one task per chunk of
+// kMinWorkPerThread values of gy (of one plane, or of whole pixels in channels last), partials added in a
+// fixed order.
 #include "cpu_kernel_utils.h"
 #include "algorithm.h"
 #include "cpu_kernels.h"
@@ -17,7 +18,7 @@ namespace torchcorr::cpu {
 namespace {
 
 template <typename T>
-void bias_grad_kernel(int64_t N, int64_t K, int64_t pixels, const T* gy, T* gb) {
+void bias_grad_planes(int64_t N, int64_t K, int64_t pixels, const T* gy, T* gb) {
   constexpr int64_t chunk = kMinWorkPerThread;  // pixels a task sums
   const int64_t chunks_per_plane = std::max<int64_t>(1, div_up(pixels, chunk));
   const int64_t chunks = N * chunks_per_plane;
@@ -37,13 +38,32 @@ void bias_grad_kernel(int64_t N, int64_t K, int64_t pixels, const T* gy, T* gb) 
   }
 }
 
+// Channels last: gy is `pixels` rows of K; a task sums a chunk of rows into its partial row.
+template <typename T>
+void bias_grad_channels_last(int64_t pixels, int64_t K, const T* gy, T* gb) {
+  const int64_t rows = std::max<int64_t>(1, kMinWorkPerThread / std::max<int64_t>(1, K));  // rows per chunk
+  const int64_t chunks = std::max<int64_t>(1, div_up(pixels, rows));
+  std::vector<T> partials(chunks * K, T(0));
+  parallel_tasks(chunks, rows * K, [&](int64_t chunk) {
+    T* sums = partials.data() + chunk * K;
+    for (int64_t i = chunk * rows; i < std::min(pixels, (chunk + 1) * rows); ++i)
+      for (int64_t k = 0; k < K; ++k) sums[k] += gy[i * K + k];
+  });
+  std::fill(gb, gb + K, T(0));
+  for (int64_t c = 0; c < chunks; ++c)
+    for (int64_t k = 0; k < K; ++k) gb[k] += partials[c * K + k];
+}
+
 at::Tensor corr2d_bias_grad_cpu(const at::Tensor& grad_output) {
   check_bias_grad("torchcorr.corr2d_bias_grad", grad_output);
-  const auto gy = to_compute(grad_output);
-  auto gb = at::empty({gy.size(1)}, gy.options());
+  const bool channels_last = grad_output.suggest_memory_format() == at::MemoryFormat::ChannelsLast;
+  const auto gy = to_compute(grad_output, channels_last ? Layout::channels_last : Layout::planes);
+  const int64_t N = gy.size(0), K = gy.size(1), pixels = gy.size(2) * gy.size(3);
+  auto gb = at::empty({K}, gy.options());
   AT_DISPATCH_FLOATING_TYPES(gy.scalar_type(), "corr2d_bias_grad_cpu", [&] {
-    bias_grad_kernel<scalar_t>(gy.size(0), gy.size(1), gy.size(2) * gy.size(3), gy.const_data_ptr<scalar_t>(),
-                               gb.mutable_data_ptr<scalar_t>());
+    const scalar_t* values = gy.const_data_ptr<scalar_t>();
+    if (channels_last) return bias_grad_channels_last<scalar_t>(N * pixels, K, values, gb.mutable_data_ptr<scalar_t>());
+    bias_grad_planes<scalar_t>(N, K, pixels, values, gb.mutable_data_ptr<scalar_t>());
   });
   return gb.to(grad_output.scalar_type());
 }
