@@ -40,16 +40,19 @@ constexpr int64_t kGemmMaxInPlaceDepth = 512;
 
 // C[0..MR)[0..NR) (+)= sum_k A[i][k] * b[k][0..NR); b is a packed strip, c has row stride ldc. A is a packed
 // strip (A[i][k] = a[k*MR + i]) or, InPlace, MR rows read where they are (A[i][k] = a[i*lda + k]: a matrix with
-// unit column stride needs no packing). The sums start at `start` (MR x NR) and are added to C, or
-// overwrite it. Rows >= m and columns >= n are computed on the zero padding and not stored.
+// unit column stride needs no packing). The sums start at zero, or at row_start[i] or col_start[j] (MR or NR
+// values), and are added to C, or overwrite it. Rows >= m and columns >= n are computed on the zero padding
+// and not stored.
 template <typename T, bool InPlace>
-void gemm_tile(int64_t depth, const T* a, int64_t lda, const T* b, const T* start, bool overwrite, T* c,
-               int64_t ldc, int64_t m, int64_t n) {
+void gemm_tile(int64_t depth, const T* a, int64_t lda, const T* b, const T* row_start, const T* col_start,
+               bool overwrite, T* c, int64_t ldc, int64_t m, int64_t n) {
   using S = Simd<T>;
   constexpr int MR = kGemmRows, NV = kGemmVectors, NR = NV * S::lanes;
   typename S::Vec acc[MR][NV];
   for (int i = 0; i < MR; ++i)
-    for (int v = 0; v < NV; ++v) acc[i][v] = start == nullptr ? S::zero() : S::load(start + i * NR + v * S::lanes);
+    for (int v = 0; v < NV; ++v)
+      acc[i][v] = row_start != nullptr ? S::zero() + row_start[i]
+                  : col_start != nullptr ? S::load(col_start + v * S::lanes) : S::zero();
   for (int64_t k = 0; k < depth; ++k, a += InPlace ? 1 : MR, b += NR) {
     typename S::Vec bv[NV];
     for (int v = 0; v < NV; ++v) bv[v] = S::load(b + v * S::lanes);
@@ -155,16 +158,6 @@ void pack_b(const GemmOperand<T>& b, int64_t k0, int64_t depth, int64_t col0, in
   }
 }
 
-// The bias of the m x n tile at (row0, col0), as an MR x NR tile of starting sums.
-template <typename T>
-const T* tile_bias(const GemmProblem<T>& g, int64_t row0, int64_t col0, int64_t m, int64_t n, T* tile) {
-  constexpr int64_t MR = kGemmRows, NR = kGemmVectors * Simd<T>::lanes;
-  for (int64_t i = 0; i < MR; ++i)
-    for (int64_t j = 0; j < NR; ++j)
-      tile[i * NR + j] = i >= m || j >= n ? T(0) : g.bias[g.start == GemmStart::row_bias ? row0 + i : col0 + j];
-  return tile;
-}
-
 // A reduced product with fewer output blocks than kReductionTasks (a weight gradient with few channels) splits
 // its reduction, the (batch entry, KC block) steps in order, into contiguous slots: each slot sums its steps
 // into a partial C, and the partials are added to C in slot order. The split is a function of the sizes alone.
@@ -227,6 +220,10 @@ void gemm(const GemmProblem<T>& g) {
              a_shared.data() + panel * a_panel);
     });
   }
+  // The bias a tile starts from, zero-padded past the last row (or column) tile.
+  const int64_t bias_count = g.start == GemmStart::row_bias ? g.M : g.start == GemmStart::column_bias ? g.N : 0;
+  std::vector<T> biases(bias_count == 0 ? 0 : bias_count + NR + MR, T(0));
+  if (g.bias != nullptr) std::copy(g.bias, g.bias + bias_count, biases.begin());
   // Slot 0 sums into C itself; slot s > 0 into partials[s - 1] (M x N, zero to start).
   std::vector<T> partials((slots - 1) * g.M * g.N, T(0));
 
@@ -234,7 +231,6 @@ void gemm(const GemmProblem<T>& g) {
                    [&](int64_t begin, int64_t end) {
     std::vector<T> a_packed(shared_a ? 0 : a_panel);
     std::vector<T> b_packed(div_up(std::min(g.N, col_block), NR) * NR * depth_max);
-    alignas(64) T start_tile[MR * NR];
     for (int64_t task = begin; task < end; ++task) {
       const int64_t jb = task % col_blocks, ib = task / col_blocks % row_blocks, out = task / col_blocks / row_blocks;
       const int64_t row0 = ib * row_block, rows = std::min(row_block, g.M - row0);
@@ -260,14 +256,15 @@ void gemm(const GemmProblem<T>& g) {
         for (int64_t j = 0; j < cols; j += NR)
           for (int64_t i = 0; i < rows; i += MR) {
             const int64_t m = std::min(MR, rows - i), n = std::min(NR, cols - j);
-            const T* start = overwrite && g.bias != nullptr ? tile_bias(g, row0 + i, col0 + j, m, n, start_tile) : nullptr;
+            const T* row_start = overwrite && g.start == GemmStart::row_bias ? biases.data() + row0 + i : nullptr;
+            const T* col_start = overwrite && g.start == GemmStart::column_bias ? biases.data() + col0 + j : nullptr;
             T* c_tile = c + i * ldc + j;
             if (i < full_rows) {
               gemm_tile<T, true>(depth, a.data + (row0 + i) * a.row_stride + k0, a.row_stride,
-                                 b_packed.data() + j * depth, start, overwrite, c_tile, ldc, m, n);
+                                 b_packed.data() + j * depth, row_start, col_start, overwrite, c_tile, ldc, m, n);
             } else {
-              gemm_tile<T, false>(depth, a_panel_data + i * depth, 0, b_packed.data() + j * depth, start, overwrite,
-                                  c_tile, ldc, m, n);
+              gemm_tile<T, false>(depth, a_panel_data + i * depth, 0, b_packed.data() + j * depth, row_start,
+                                  col_start, overwrite, c_tile, ldc, m, n);
             }
           }
       }
