@@ -1,5 +1,5 @@
-"""Fake kernels for the native ops, torch.ops.torchcorr.*: the shapes, dtypes and layouts of their results,
-for torch.compile, torch.export and meta tensors.
+"""Python registrations of the native ops, torch.ops.torchcorr.*: fake kernels (the shapes, dtypes and
+layouts of their results, for torch.compile, torch.export and meta tensors) and vmap batching rules.
 
 The ops' autograd is in C++ (csrc/autograd/corr2d_autograd.cpp): each op is linear in each tensor argument
 and its derivatives are the other ops, so gradients of any order come from the same kernels.
@@ -40,3 +40,69 @@ def _weight_grad_fake(grad_output, input, weight_size, stride, padding, dilation
 @torch.library.register_fake("torchcorr::corr2d_bias_grad")
 def _bias_grad_fake(grad_output):
     return grad_output.new_empty((grad_output.shape[1],))
+
+
+# vmap batching rules: the vmapped dimension is folded into the images where only the activations are
+# batched, and into the groups otherwise (group b*G + g holds batch entry b's group g), as torch's own
+# convolution rules do. `first` is the activation-like argument (x or gy), `second` the other tensor.
+
+def _leading(t, dim, size):
+    """t with its vmapped dimension first (a broadcast one where it has none)."""
+    return t.movedim(dim, 0) if dim is not None else t.expand(size, *t.shape)
+
+
+def _images_folded(t):
+    """(B, N, C, H, W) -> (N, B*C, H, W): batch entry b's channels become groups b*G .. b*G + G - 1."""
+    return t.transpose(0, 1).flatten(1, 2)
+
+
+def _images_unfolded(t, size):
+    """(N, B*C, H, W) -> (B, N, C, H, W)."""
+    return t.unflatten(1, (size, -1)).transpose(0, 1)
+
+
+@torch.library.register_vmap("torchcorr::corr2d_forward")
+def _forward_vmap(info, in_dims, x, w, b, stride, padding, dilation, groups):
+    x_dim, w_dim, b_dim = in_dims[:3]
+    size = info.batch_size
+    if w_dim is None:  # a batch of images: more images
+        folded_bias = b if b_dim is None else None
+        y = ops.corr2d_forward(_leading(x, x_dim, size).flatten(0, 1), w, folded_bias, stride, padding, dilation,
+                               groups).unflatten(0, (size, -1))
+    else:  # a batch of kernels: more groups
+        folded_bias = _leading(b, b_dim, size).flatten() if b is not None else None
+        y = _images_unfolded(ops.corr2d_forward(_images_folded(_leading(x, x_dim, size)),
+                                                w.movedim(w_dim, 0).flatten(0, 1), folded_bias, stride, padding,
+                                                dilation, groups * size), size)
+    if b is not None and w_dim is None and b_dim is not None:
+        y = y + b.movedim(b_dim, 0)[:, None, :, None, None]
+    return y, 0
+
+
+@torch.library.register_vmap("torchcorr::corr2d_input_grad")
+def _input_grad_vmap(info, in_dims, gy, w, input_size, stride, padding, dilation, groups):
+    gy_dim, w_dim = in_dims[:2]
+    size = info.batch_size
+    if w_dim is None:
+        gx = ops.corr2d_input_grad(_leading(gy, gy_dim, size).flatten(0, 1), w, input_size, stride, padding, dilation,
+                                   groups).unflatten(0, (size, -1))
+    else:
+        gx = _images_unfolded(ops.corr2d_input_grad(_images_folded(_leading(gy, gy_dim, size)),
+                                                    w.movedim(w_dim, 0).flatten(0, 1), input_size, stride, padding,
+                                                    dilation, groups * size), size)
+    return gx, 0
+
+
+@torch.library.register_vmap("torchcorr::corr2d_weight_grad")
+def _weight_grad_vmap(info, in_dims, gy, x, weight_size, stride, padding, dilation, groups):
+    size = info.batch_size
+    gw = ops.corr2d_weight_grad(_images_folded(_leading(gy, in_dims[0], size)),
+                                _images_folded(_leading(x, in_dims[1], size)), weight_size, stride, padding, dilation,
+                                groups * size)
+    return gw.unflatten(0, (size, -1)), 0
+
+
+@torch.library.register_vmap("torchcorr::corr2d_bias_grad")
+def _bias_grad_vmap(info, in_dims, gy):
+    size = info.batch_size
+    return ops.corr2d_bias_grad(_images_folded(_leading(gy, in_dims[0], size))).unflatten(0, (size, -1)), 0

@@ -10,6 +10,7 @@ import torch
 from torch import Tensor
 
 from . import _native
+from ._transforms import Config, Forward, transformed
 from ._args import flip_kernel, parse, restore_rank
 from .reference import corr2d_nchw
 
@@ -37,7 +38,10 @@ def corr2d(input: Tensor, weight: Tensor, bias=None, stride=1, padding=0, dilati
     args = parse("torchcorr.corr2d", input, weight, bias, stride, padding, dilation, groups)
     problem = args[:7]
     if _use_native(args.input.device):
-        output = torch.ops.torchcorr.corr2d_forward.default(*problem)
+        if transformed(*problem[:3]):  # under torch.func: the Python autograd.Functions
+            output = Forward.apply(*problem[:3], Config(*problem[3:]))
+        else:
+            output = torch.ops.torchcorr.corr2d_forward.default(*problem)
     else:
         output = corr2d_nchw(*problem)
     return restore_rank(output, args.input_rank)

@@ -1,0 +1,132 @@
+"""torch.func support: grad, vjp, jvp, jacrev, jacfwd, hessian and vmap through the native ops.
+
+The ops' everyday autograd is C++ (csrc/autograd/), which torch.func does not run (and under jvp it would
+give zero tangents). A call whose tensors a transform is tracking (functorch-wrapped tensors) takes the
+autograd.Functions below instead; plain eager and compiled calls keep the C++ path. Each op is linear in
+each tensor argument, so a forward-mode derivative is the op applied to one tangent at a time, and the
+backward of each op is the others (the table in csrc/autograd/corr2d_autograd.cpp): derivatives of any
+order come from the same kernels.
+
+vmap: the Functions' rules are generated from the raw ops' batching rules (_ops.py).
+"""
+
+import torch
+from torch._C._functorch import is_functorch_wrapped_tensor
+
+ops = torch.ops.torchcorr
+
+
+def transformed(*tensors) -> bool:
+    """Whether a torch.func transform is tracking any of the tensors."""
+    return any(t is not None and is_functorch_wrapped_tensor(t) for t in tensors)
+
+
+class Config:
+    """stride, padding, dilation, groups (and the size of a gradient's result) as one opaque argument: a
+    Function's arguments are flattened as pytrees under vmap, and its backward returns one gradient per
+    argument."""
+
+    def __init__(self, stride, padding, dilation, groups, size=None):
+        self.args, self.size = (stride, padding, dilation, groups), size
+
+    def sized(self, size):
+        return Config(*self.args, list(size))
+
+
+def _sum(terms):
+    terms = [t for t in terms if t is not None]
+    return None if not terms else terms[0] if len(terms) == 1 else sum(terms[1:], terms[0])
+
+
+class Forward(torch.autograd.Function):
+    """y = corr2d_forward(x, w) + b."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x, w, b, config):
+        return ops.corr2d_forward(x, w, b, *config.args)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        x, w, b, config = inputs
+        ctx.save_for_backward(x, w)
+        ctx.save_for_forward(x, w)
+        ctx.config, ctx.has_bias = config, b is not None
+
+    @staticmethod
+    def backward(ctx, gy):
+        x, w = ctx.saved_tensors
+        gx = InputGrad.apply(gy, w, ctx.config.sized(x.shape[-2:])) if ctx.needs_input_grad[0] else None
+        gw = WeightGrad.apply(gy, x, ctx.config.sized(w.shape[-2:])) if ctx.needs_input_grad[1] else None
+        gb = gy.sum((0, 2, 3)) if ctx.has_bias and ctx.needs_input_grad[2] else None
+        return gx, gw, gb, None
+
+    @staticmethod
+    def jvp(ctx, x_t, w_t, b_t, _):
+        x, w = ctx.saved_tensors
+        terms = [Forward.apply(x_t, w, None, ctx.config) if x_t is not None else None,
+                 Forward.apply(x, w_t, None, ctx.config) if w_t is not None else None]
+        if b_t is not None:  # broadcast over the output (computed, when it is the only tangent)
+            only_bias = all(t is None for t in terms)
+            terms.append(Forward.apply(x, torch.zeros_like(w), b_t, ctx.config) if only_bias
+                         else b_t[None, :, None, None])
+        return _sum(terms)
+
+
+class InputGrad(torch.autograd.Function):
+    """gx = corr2d_input_grad(gy, w): its derivatives are forward(., w) and weight_grad(gy, .)."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(gy, w, config):
+        return ops.corr2d_input_grad(gy, w, config.size, *config.args)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        gy, w, ctx.config = inputs
+        ctx.save_for_backward(gy, w)
+        ctx.save_for_forward(gy, w)
+
+    @staticmethod
+    def backward(ctx, ggx):
+        gy, w = ctx.saved_tensors
+        g_gy = Forward.apply(ggx, w, None, ctx.config) if ctx.needs_input_grad[0] else None
+        g_w = WeightGrad.apply(gy, ggx, ctx.config.sized(w.shape[-2:])) if ctx.needs_input_grad[1] else None
+        return g_gy, g_w, None
+
+    @staticmethod
+    def jvp(ctx, gy_t, w_t, *_):
+        gy, w = ctx.saved_tensors
+        return _sum([InputGrad.apply(gy_t, w, ctx.config) if gy_t is not None else None,
+                     InputGrad.apply(gy, w_t, ctx.config) if w_t is not None else None])
+
+
+class WeightGrad(torch.autograd.Function):
+    """gw = corr2d_weight_grad(gy, x): its derivatives are forward(x, .) and input_grad(gy, .)."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(gy, x, config):
+        return ops.corr2d_weight_grad(gy, x, config.size, *config.args)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        gy, x, ctx.config = inputs
+        ctx.save_for_backward(gy, x)
+        ctx.save_for_forward(gy, x)
+
+    @staticmethod
+    def backward(ctx, ggw):
+        gy, x = ctx.saved_tensors
+        g_gy = Forward.apply(x, ggw, None, ctx.config) if ctx.needs_input_grad[0] else None
+        g_x = InputGrad.apply(gy, ggw, ctx.config.sized(x.shape[-2:])) if ctx.needs_input_grad[1] else None
+        return g_gy, g_x, None
+
+    @staticmethod
+    def jvp(ctx, gy_t, x_t, *_):
+        gy, x = ctx.saved_tensors
+        return _sum([WeightGrad.apply(gy_t, x, ctx.config) if gy_t is not None else None,
+                     WeightGrad.apply(gy, x_t, ctx.config) if x_t is not None else None])
