@@ -17,7 +17,10 @@ ops = torch.ops.torchcorr
 
 
 def transformed(*tensors) -> bool:
-    """Whether a torch.func transform is tracking any of the tensors."""
+    """Whether a torch.func transform is tracking any of the tensors (never while torch.compile traces: it
+    keeps the ops, and their C++ autograd, in the graph)."""
+    if torch.compiler.is_compiling():
+        return False
     return any(t is not None and is_functorch_wrapped_tensor(t) for t in tensors)
 
 
