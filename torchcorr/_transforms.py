@@ -77,20 +77,31 @@ class Forward(torch.autograd.Function):
         return _sum(terms)
 
 
-class InputGrad(torch.autograd.Function):
-    """gx = corr2d_input_grad(gy, w): its derivatives are forward(., w) and weight_grad(gy, .)."""
+class _Gradient(torch.autograd.Function):
+    """A gradient op g(gy, t) (t the weights or the input), linear in each argument."""
 
     generate_vmap_rule = True
 
     @staticmethod
-    def forward(gy, w, config):
-        return ops.corr2d_input_grad(gy, w, config.size, *config.args)
+    def setup_context(ctx, inputs, output):
+        gy, t, ctx.config = inputs
+        ctx.save_for_backward(gy, t)
+        ctx.save_for_forward(gy, t)
+
+
+def _gradient_jvp(op, ctx, gy_t, t_t):
+    """The forward-mode derivative of a gradient op: the op of each tangent in turn."""
+    gy, t = ctx.saved_tensors
+    return _sum([op.apply(gy_t, t, ctx.config) if gy_t is not None else None,
+                 op.apply(gy, t_t, ctx.config) if t_t is not None else None])
+
+
+class InputGrad(_Gradient):
+    """gx = corr2d_input_grad(gy, w): its derivatives are forward(., w) and weight_grad(gy, .)."""
 
     @staticmethod
-    def setup_context(ctx, inputs, output):
-        gy, w, ctx.config = inputs
-        ctx.save_for_backward(gy, w)
-        ctx.save_for_forward(gy, w)
+    def forward(gy, w, config):
+        return ops.corr2d_input_grad(gy, w, config.size, *config.args)
 
     @staticmethod
     def backward(ctx, ggx):
@@ -100,26 +111,16 @@ class InputGrad(torch.autograd.Function):
         return g_gy, g_w, None
 
     @staticmethod
-    def jvp(ctx, gy_t, w_t, *_):
-        gy, w = ctx.saved_tensors
-        return _sum([InputGrad.apply(gy_t, w, ctx.config) if gy_t is not None else None,
-                     InputGrad.apply(gy, w_t, ctx.config) if w_t is not None else None])
+    def jvp(ctx, gy_t, w_t, _):
+        return _gradient_jvp(InputGrad, ctx, gy_t, w_t)
 
 
-class WeightGrad(torch.autograd.Function):
+class WeightGrad(_Gradient):
     """gw = corr2d_weight_grad(gy, x): its derivatives are forward(x, .) and input_grad(gy, .)."""
-
-    generate_vmap_rule = True
 
     @staticmethod
     def forward(gy, x, config):
         return ops.corr2d_weight_grad(gy, x, config.size, *config.args)
-
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        gy, x, ctx.config = inputs
-        ctx.save_for_backward(gy, x)
-        ctx.save_for_forward(gy, x)
 
     @staticmethod
     def backward(ctx, ggw):
@@ -129,7 +130,5 @@ class WeightGrad(torch.autograd.Function):
         return g_gy, g_x, None
 
     @staticmethod
-    def jvp(ctx, gy_t, x_t, *_):
-        gy, x = ctx.saved_tensors
-        return _sum([WeightGrad.apply(gy_t, x, ctx.config) if gy_t is not None else None,
-                     WeightGrad.apply(gy, x_t, ctx.config) if x_t is not None else None])
+    def jvp(ctx, gy_t, x_t, _):
+        return _gradient_jvp(WeightGrad, ctx, gy_t, x_t)

@@ -222,7 +222,10 @@ void channel_vectors(const DirectProblem& d, const T* x, const T* w, WeightOrder
       }
     }
     if (in_place) return;
-    if (dense) return scatter_channel_vectors(out.data(), rows * d.Q, channels, channels_out + p0 * d.Q * out_strides.pixel, out_strides);
+    if (dense) {
+      return scatter_channel_vectors(out.data(), rows * d.Q, channels, channels_out + p0 * d.Q * out_strides.pixel,
+                                     out_strides);
+    }
     // A stride phase of an input gradient: output (p, q) is pixel (p*step_h + first_h, q*step_w + first_w).
     for (int64_t p = 0; p < rows; ++p)
       for (int64_t q = 0; q < d.Q; ++q) {

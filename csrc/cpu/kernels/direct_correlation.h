@@ -158,7 +158,8 @@ struct Runner {
       for (int j = 0; j < count; ++j) {
         const int64_t u = (i0 + j) / per_image, i = (i0 + j) % per_image, row = i / d.Q, col = i % d.Q;
         pixels[j] = u * image_stride + row * layout.width + col;
-        const int64_t pixel = ((row0 + row) * grid.step_h + grid.first_h) * grid.cols + col * grid.step_w + grid.first_w;
+        const int64_t pixel =
+            ((row0 + row) * grid.step_h + grid.first_h) * grid.cols + col * grid.step_w + grid.first_w;
         index[j] = channel_start(d.layout, n0 + u, g * Kg + k0, d.K, grid_pixels) + pixel * to.pixel;
       }
       for (int j = count; j < J; ++j) pixels[j] = pixels[count - 1];

@@ -139,9 +139,10 @@ void weight_grad_dense(const DirectProblem& d, const StagedLayout& layout, const
     const int64_t count = std::min(chunk, units.count - first);
     parallel_tasks(count * d.groups, layout.size, [&](int64_t task) {
       const int64_t u = task / d.groups, g = task % d.groups, n = units.image(first + u), row0 = units.row0(first + u);
-      stage(d, layout, x + channel_start(d.layout, n, g * Cg, d.C, d.H * d.W), row0, staged.data() + task * layout.size);
-      stage_grad(gy + channel_start(d.layout, n, g * Kg, d.K, d.P * d.Q), d, layout, row0, Kg, padded_K, pixels, 1, padded_K,
-                 grads.data() + task * grad_size);
+      stage(d, layout, x + channel_start(d.layout, n, g * Cg, d.C, d.H * d.W), row0,
+            staged.data() + task * layout.size);
+      stage_grad(gy + channel_start(d.layout, n, g * Kg, d.K, d.P * d.Q), d, layout, row0, Kg, padded_K, pixels, 1,
+                 padded_K, grads.data() + task * grad_size);
     });
     parallel_tasks(d.groups * k_blocks * t_tiles, tile_work, [&](int64_t task) {
       const int64_t t0 = task % t_tiles * J, kb = task / t_tiles % k_blocks, g = task / t_tiles / k_blocks;
@@ -183,8 +184,8 @@ void weight_grad_few_outputs(const DirectProblem& d, const StagedLayout& layout,
         const int64_t n = units.image(u), row0 = units.row0(u);
         for (int64_t g = 0; g < d.groups; ++g) {
           stage(d, layout, x + channel_start(d.layout, n, g * Cg, d.C, d.H * d.W), row0, staged.data());
-          stage_grad(gy + channel_start(d.layout, n, g * Kg, d.K, d.P * d.Q), d, layout, row0, Kg, padded_K, pixels, pixels, 1,
-                     grad.data());
+          stage_grad(gy + channel_start(d.layout, n, g * Kg, d.K, d.P * d.Q), d, layout, row0, Kg, padded_K, pixels,
+                     pixels, 1, grad.data());
           for (int64_t k0 = 0; k0 < Kg; k0 += KB) {
             for (int64_t t0 = 0; t0 < taps; t0 += J) {
               int64_t tile[J];
