@@ -24,15 +24,17 @@ OLDEST_TREE := build/oldest
 .PHONY: demo test test-oldest fuzz wheel bench build clean
 
 demo: $(VENV)/.built
-	@echo "== 1/5 The D2L tour: the book's worked examples, computed and checked"
+	@echo "== 1/6 The D2L tour: the book's worked examples, computed and checked"
 	$(PY) examples/d2l_tour.py
-	@echo; echo "== 2/5 Where's Waldo: normalised cross-correlation against OpenCV"
+	@echo; echo "== 2/6 Where's Waldo: normalised cross-correlation against OpenCV"
 	$(PY) examples/waldo.py
-	@echo; echo "== 3/5 LeNet on the sklearn digits: Corr2d against nn.Conv2d"
+	@echo; echo "== 3/6 LeNet on the sklearn digits: Corr2d against nn.Conv2d"
 	$(PY) examples/lenet.py --epochs 10
-	@echo; echo "== 4/5 LeNet under DistributedDataParallel: 2 processes against 1"
+	@echo; echo "== 4/6 LeNet under DistributedDataParallel: 2 processes against 1"
 	$(PY) examples/ddp_lenet.py
-	@echo; echo "== 5/5 A short benchmark against torch's F.conv2d"
+	@echo; echo "== 5/6 Per-sample gradients with torch.func: vmap(grad(...)) against a loop and nn.Conv2d"
+	$(PY) examples/per_sample_grads.py
+	@echo; echo "== 6/6 A short benchmark against torch's F.conv2d"
 	$(PY) bench/bench_cpu.py --quick
 	@echo; echo "Demo done: every example passed. Figures: examples/output/waldo.png, examples/output/lenet.png"
 

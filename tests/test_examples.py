@@ -101,3 +101,10 @@ def test_ddp_matches_a_single_process(load, capsys):
     assert load("ddp_lenet").main(steps=2, batch_size=32) == 0
     output = capsys.readouterr().out
     assert "DDP matches the single-process run" in output
+
+
+def test_per_sample_gradients_match_a_loop(load, capsys):
+    """vmap(grad(...)) through torchcorr equals one backward pass per image and nn.Conv2d's per-sample gradients."""
+    assert load("per_sample_grads").main(["--batch-size", "8", "--min-run-time", "0.05"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("PASS") == 2 and "FAIL" not in out
