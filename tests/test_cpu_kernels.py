@@ -91,8 +91,8 @@ PATHS = {
 
 
 FAMILIES = {"chosen": dict(), "direct": dict(gemm=False), "gemm": dict(gemm_everywhere=True)}
-# Activations (x, y and their gradients) as planes or channels_last: 1x1 and depthwise layers compute in
-# channels_last natively, the rest through planes (csrc/cpu/algorithm.h).
+# Activations (x, y and their gradients) as planes or channels_last: every kernel computes in channels_last
+# natively but the windowed GEMM's forward pass and input gradient (csrc/cpu/algorithm.h, compute_layout).
 LAYOUTS = {"planes": torch.contiguous_format, "channels_last": torch.channels_last}
 
 

@@ -1,8 +1,9 @@
 """Python registrations of the native ops, torch.ops.torchcorr.*: fake kernels (the shapes, dtypes and
 layouts of their results, for torch.compile, torch.export and meta tensors) and vmap batching rules.
 
-The ops' autograd is in C++ (csrc/autograd/corr2d_autograd.cpp): each op is linear in each tensor argument
-and its derivatives are the other ops, so gradients of any order come from the same kernels.
+The ops' autograd is in C++ (csrc/autograd/corr2d_autograd.cpp; under torch.func transforms,
+_transforms.py): each op is linear in each tensor argument and its derivatives are the other ops, so gradients
+of any order come from the same kernels.
 """
 
 import torch
@@ -44,7 +45,7 @@ def _bias_grad_fake(grad_output):
 
 # vmap batching rules: the vmapped dimension is folded into the images where only the activations are
 # batched, and into the groups otherwise (group b*G + g holds batch entry b's group g), as torch's own
-# convolution rules do. `first` is the activation-like argument (x or gy), `second` the other tensor.
+# convolution rules do.
 
 def _leading(t, dim, size):
     """t with its vmapped dimension first (a broadcast one where it has none)."""

@@ -38,7 +38,7 @@ class Config:
 
 def _sum(terms):
     terms = [t for t in terms if t is not None]
-    return None if not terms else terms[0] if len(terms) == 1 else sum(terms[1:], terms[0])
+    return sum(terms[1:], terms[0]) if terms else None
 
 
 class Forward(torch.autograd.Function):

@@ -17,14 +17,15 @@ namespace torchcorr::cpu {
 
 template <typename T>
 struct KernelsFor {
-  // y (N x K planes on `grid`) from contiguous x (N x C x H x W) and w; bias may be null. Each output is one
-  // task's sum over (c, r, s) in that order: deterministic (kernels/direct_correlation.h).
+  // y (N x K planes on `grid`) from x (N x C x H x W), both dense in d.layout, and w; bias may be null. Each
+  // output is one task's sum over (c, r, s) in that order: deterministic (kernels/direct_correlation.h).
   void (*direct_correlation)(const DirectProblem& d, const T* x, const T* w, WeightOrder order, const T* bias,
                              T* y, const OutputGrid& grid);
-  // gx of a strided layer (zero to start) from contiguous gy, one stride phase after another: the direct
-  // engine per phase, or depthwise layers on small planes all phases at once (kernels/channel_vectors.h).
+  // gx of a strided layer (zero to start) from gy, both dense in the phases' layout: the direct engine one phase
+  // after another, or depthwise layers all phases at once (kernels/channel_vectors.h).
   void (*input_grad_phases)(const std::vector<InputGradPhase<T>>& phases, const T* gy, T* gx);
-  // gw (K x C/groups x R x S) from contiguous gy and x, in an order fixed by the sizes (kernels/weight_grad.h).
+  // gw (K x C/groups x R x S) from gy and x dense in `layout`, in an order fixed by the sizes
+  // (kernels/weight_grad.h).
   void (*weight_grad)(const Corr2dProblem& p, Layout layout, const T* gy, const T* x, T* gw);
   // C (+)= A · B, batched or summed over the batch, cache-blocked (kernels/gemm.h): 1x1 layers.
   void (*gemm)(const GemmProblem<T>& problem);

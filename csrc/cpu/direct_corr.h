@@ -15,8 +15,8 @@
 namespace torchcorr::cpu {
 
 // How a kernel's activations (x and y, gy and gx) are laid out: planes (N x C x H x W, torch's contiguous) or
-// channels last (N x H x W x C, torch's channels_last). Only channel_vectors.h and the GEMM of 1x1 layers take
-// channels_last (../algorithm.h says when); the rest compute on planes.
+// channels last (N x H x W x C, torch's channels_last). Every kernel but the windowed GEMM's forward pass and
+// input gradient takes both (../algorithm.h, compute_layout).
 enum class Layout { planes, channels_last };
 
 // Channel c of pixel i of an image with `channels` channels of `pixels` pixels is at c * channel + i * pixel.

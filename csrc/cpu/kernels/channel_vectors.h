@@ -7,12 +7,14 @@
 // the pixel tiles of direct_correlation.h spend most lanes on halo columns. With L channels in the lanes every
 // lane is a real output, whatever the plane size.
 //
-// Work split: one task per (image n, block of L channels). The task stages its channels' whole virtual input
-// (the padded planes, or the cropped ones of an input gradient) transposed to [row][column][L], zero outside
-// the real planes; then for each output row and run of J outputs it keeps J vectors in registers and, per
-// tap, loads the tap's L weights once and J staged vectors (with 3, 5 or 7 taps per kernel row and dilation 1,
-// each of a row's input vectors once for all its taps). The J x L results are transposed back into the
-// output planes on `grid`. Memory: x read once, y written once; the staged planes (VH x VW x L) stay in L1/L2.
+// Work split: one task per (image n, block of L channels, band of output rows). The task stages its channels'
+// virtual input rows (the padded planes, or the cropped ones of an input gradient) as [row][column][L], zero
+// outside the real planes: transposed from planes, which are staged whole (small planes only), or copied from
+// channels last, a band of rows at a time (any plane size); then for each output row and run of J outputs it
+// keeps J vectors in registers and, per tap, loads the tap's L weights once and J staged vectors (with 3, 5 or
+// 7 taps per kernel row and dilation 1, each of a row's input vectors once for all its taps). The J x L
+// results go straight to channels-last outputs, or are transposed back into the output planes on `grid`.
+// Memory: x read once (plus halo rows per band), y written once; the staged rows stay in L1/L2.
 // Each output is one task's sum over the taps in (r, s) order: the same bits whatever the thread count.
 #pragma once
 
@@ -324,7 +326,8 @@ bool channel_vector_phases_apply(const std::vector<InputGradPhase<T>>& phases) {
   if (phases.empty()) return false;
   for (const auto& phase : phases)
     if (!channel_vectors_apply(phase.d, Simd<T>::lanes, sizeof(T))) return false;
-  if (phases[0].d.layout == Layout::channels_last) return true;  // no other kernel takes it
+  // In channels last, whole planes of any size: staging is a copy there, and gx is written in place.
+  if (phases[0].d.layout == Layout::channels_last) return true;
   const OutputGrid& planes = phases[0].grid;
   return planes.rows * planes.cols * Simd<T>::lanes * int64_t(sizeof(T)) <= kChannelVectorStagedBytesLargeKernel;
 }
@@ -392,8 +395,7 @@ void channel_vector_phases(const std::vector<InputGradPhase<T>>& phases, const T
       }
     }
     if (in_place) return;
-    scatter_channel_vectors(out.data(), plane_out, channels, channels_out,
-                            out_strides);
+    scatter_channel_vectors(out.data(), plane_out, channels, channels_out, out_strides);
   });
 }
 
