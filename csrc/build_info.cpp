@@ -44,4 +44,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("_set_cpu_gemm_enabled", &torchcorr::cpu::set_gemm_enabled, "Turn the CPU gemm family on or off.");
   m.def("_set_cpu_gemm_everywhere", &torchcorr::cpu::set_gemm_everywhere,
         "Run every op of dense layers through the GEMM, whatever the dispatcher would choose (tests).");
+  m.def("_cpu_winograd_enabled", &torchcorr::cpu::winograd_enabled, "Whether 3x3 CPU layers may run as Winograd.");
+  m.def("_set_cpu_winograd_enabled", &torchcorr::cpu::set_winograd_enabled,
+        "Turn the CPU Winograd family on or off.");
 }

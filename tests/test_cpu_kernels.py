@@ -90,7 +90,7 @@ PATHS = {
 }
 
 
-FAMILIES = {"chosen": dict(), "direct": dict(gemm=False), "gemm": dict(gemm_everywhere=True)}
+FAMILIES = {"chosen": dict(), "direct": dict(gemm=False, winograd=False), "gemm": dict(gemm_everywhere=True)}
 # Activations (x, y and their gradients) as planes or channels_last: every kernel computes in channels_last
 # natively but the windowed GEMM's forward pass and input gradient (csrc/cpu/algorithm.h, compute_layout).
 LAYOUTS = {"planes": torch.contiguous_format, "channels_last": torch.channels_last}
@@ -127,12 +127,83 @@ def check_path(problem, dtype, memory_format=torch.contiguous_format):
 
 def test_gemm_switches():
     cpu = torchcorr.backends.cpu
-    assert (cpu.gemm, cpu.gemm_everywhere) == (True, False)
+    assert (cpu.gemm, cpu.gemm_everywhere, cpu.winograd) == (True, False, True)
     with cpu.flags(gemm=False):
-        assert (cpu.gemm, cpu.gemm_everywhere) == (False, False)
+        assert (cpu.gemm, cpu.gemm_everywhere, cpu.winograd) == (False, False, True)
     with cpu.flags(gemm_everywhere=True):
         assert (cpu.gemm, cpu.gemm_everywhere) == (True, True)
-    assert (cpu.gemm, cpu.gemm_everywhere) == (True, False)
+    with cpu.flags(winograd=False):
+        assert (cpu.gemm, cpu.winograd) == (True, False)
+    assert (cpu.gemm, cpu.gemm_everywhere, cpu.winograd) == (True, False, True)
+
+
+# The Winograd family (kernels/winograd.h): stride-1 3x3 layers of one group with at least 16 channels each
+# side, in float32, with enough tiles (csrc/cpu/algorithm.cpp). Output tiles 4x4 (F(4x4, 3x3): from 48 tiles
+# on) or 2x2 (fewer tiles, or a 5x5 plane); planes that tiles do not cover, channel counts that are not whole
+# vectors (17, 33) or longer than a depth step (260 > 256), every padding (the input gradient's virtual padding
+# is 2 - padding), several tile blocks (more than 96 tiles) and the output channels split over tasks (two tile
+# blocks, K > 128).
+WINOGRAD_PATHS = {
+    "f4_tails": P(6, 17, 11, 13, 33, 3, 3, (1, 1), (1, 1), (1, 1), 1, True),
+    "f2_tails": P(2, 17, 11, 13, 33, 3, 3, (1, 1), (1, 1), (1, 1), 1, True),
+    "f2_small_plane": P(3, 16, 5, 6, 20, 3, 3, (1, 1), (1, 1), (1, 1), 1, True),
+    "no_padding": P(2, 20, 10, 9, 24, 3, 3, (1, 1), (0, 0), (1, 1), 1, False),
+    "wide_padding": P(2, 18, 7, 8, 16, 3, 3, (1, 1), (2, 1), (1, 1), 1, True),
+    "many_tile_blocks": P(4, 16, 30, 31, 16, 3, 3, (1, 1), (1, 1), (1, 1), 1, True),
+    "output_channel_blocks": P(1, 24, 18, 18, 140, 3, 3, (1, 1), (1, 1), (1, 1), 1, True),
+    "deep": P(2, 260, 20, 20, 20, 3, 3, (1, 1), (1, 1), (1, 1), 1, True),
+}
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("winograd", [True, False])
+@pytest.mark.parametrize("name", WINOGRAD_PATHS)
+def test_winograd_path_matches_conv2d(name, winograd, layout):
+    """float32 with Winograd on (the forward pass and input gradient take it) and off (direct)."""
+    with torchcorr.backends.cpu.flags(winograd=winograd):
+        check_path(WINOGRAD_PATHS[name], torch.float32, LAYOUTS[layout])
+
+
+def winograd_and_direct(problem, dtype, generator):
+    """(y, gx) of problem with Winograd on and off, and the float64 oracle's."""
+    x, w, b = problem.tensors(dtype, generator=generator)
+    config = problem.config()
+    grad_output = torch.randn(oracle(x, w, b, **config).shape, dtype=torch.float64, generator=generator)
+    results = []
+    for winograd in (True, False):
+        with torchcorr.backends.cpu.flags(winograd=winograd):
+            results.append(gradients(torchcorr.corr2d, x, w, b, grad_output, **config)[:2])
+    return results + [gradients(oracle, x, w, b, grad_output, **config)[:2]]
+
+
+@pytest.mark.parametrize("name", WINOGRAD_PATHS)
+def test_winograd_runs_and_its_error_is_within_5x_of_direct(name):
+    """On random float32 problems, Winograd's largest error against the float64 oracle is within 5x of the direct
+    kernels' (F(4x4, 3x3) interpolates at 0, ±1, 1/2, -2 to keep it small) and within the float32 tolerance; its
+    results differ from the direct ones in the last bits, so it did run."""
+    generator = torch.Generator().manual_seed(11)
+    winograd, direct, exact = winograd_and_direct(WINOGRAD_PATHS[name], torch.float32, generator)
+    for got, reference, want in zip(winograd, direct, exact):
+        assert not torch.equal(got, reference)
+        error, direct_error = ((t.double() - want).abs().max().item() for t in (got, reference))
+        assert error <= 5 * direct_error, (error, direct_error)
+        assert_matches(got, want, torch.float32)
+
+
+def test_winograd_leaves_float64_direct():
+    generator = torch.Generator().manual_seed(3)
+    winograd, direct, _ = winograd_and_direct(WINOGRAD_PATHS["f4_tails"], torch.float64, generator)
+    for got, reference in zip(winograd, direct):
+        assert torch.equal(got, reference)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_winograd_half_precision_computes_in_float32(dtype):
+    generator = torch.Generator().manual_seed(5)
+    winograd, _, exact = winograd_and_direct(WINOGRAD_PATHS["f4_tails"], dtype, generator)
+    for got, want in zip(winograd, exact):
+        assert got.dtype == dtype
+        assert_matches(got, want, dtype)
 
 
 def test_one_element_bias_is_not_modified():

@@ -3,6 +3,7 @@
     torchcorr.backends.cpu.gemm = False     # no GEMM: every layer through the direct kernels
     with torchcorr.backends.cpu.flags(gemm=False): ...
     with torchcorr.backends.cpu.flags(gemm_everywhere=True): ...   # the GEMM wherever it can run (tests)
+    torchcorr.backends.cpu.winograd = False  # stride-1 3x3 layers through the direct kernels
 
 Which family runs for which problem is decided in one place, csrc/cpu/algorithm.h.
 """
@@ -41,14 +42,25 @@ class _CpuBackend:
         _library()._set_cpu_gemm_everywhere(bool(everywhere))
         self._everywhere = bool(everywhere)
 
+    @property
+    def winograd(self) -> bool:
+        """Stride-1 3x3 layers in float32 (float16, bfloat16) by Winograd's minimal filtering, F(4x4, 3x3) or
+        F(2x2, 3x3), for the forward pass and the input gradient (default True). Its float32 rounding error is
+        a few times the direct kernels' (README, Numerics); False sends those layers to the direct kernels."""
+        return _native.library is not None and _native.library._cpu_winograd_enabled()
+
+    @winograd.setter
+    def winograd(self, enabled: bool):
+        _library()._set_cpu_winograd_enabled(bool(enabled))
+
     @contextlib.contextmanager
-    def flags(self, gemm: bool = True, gemm_everywhere: bool = False):
-        previous = self.gemm, self.gemm_everywhere
-        self.gemm, self.gemm_everywhere = gemm, gemm_everywhere
+    def flags(self, gemm: bool = True, gemm_everywhere: bool = False, winograd: bool = True):
+        previous = self.gemm, self.gemm_everywhere, self.winograd
+        self.gemm, self.gemm_everywhere, self.winograd = gemm, gemm_everywhere, winograd
         try:
             yield
         finally:
-            self.gemm, self.gemm_everywhere = previous
+            self.gemm, self.gemm_everywhere, self.winograd = previous
 
 
 cpu = _CpuBackend()

@@ -1,11 +1,13 @@
 #include "algorithm.h"
+#include "cpu_kernel_utils.h"
 
+#include <algorithm>
 #include <atomic>
 
 namespace torchcorr::cpu {
 namespace {
 
-std::atomic<bool> gemm_switch{true}, gemm_everywhere{false};
+std::atomic<bool> gemm_switch{true}, gemm_everywhere{false}, winograd_switch{true};
 
 // Below this many channels on either side a GEMM tile is mostly padding; the direct tiles handle it.
 constexpr int64_t kGemmMinChannels = 16;
@@ -13,23 +15,50 @@ constexpr int64_t kGemmMinChannels = 16;
 // 13x13 and 14x14 planes the direct one is 1.3x faster since its chunks fit the cache).
 constexpr int64_t kGemmMaxWindowPixels = 8 * 8;
 
+// Output tiles of m x m over the batch.
+int64_t output_tiles(const Corr2dProblem& p, int64_t m) { return p.N * div_up(p.P, m) * div_up(p.Q, m); }
+
+// Stride-1, dilation-1 3x3 correlations in float32: the forward pass, and the input gradient (itself such a
+// correlation when the layer has stride 1), with enough tiles to repay the transformed kernels. Those are
+// written and read once per call (36/9 times the weights for F(4x4)) but reused once per tile: measured
+// (2 threads, AVX-512, float32, 64-512 channels, 7x7-56x56 planes, batch 1-16), Winograd beat the direct
+// kernels from about max(C, K) / 8 tiles of 4x4 on.
+bool winograd_fits(const Corr2dProblem& p, Op op, at::ScalarType compute) {
+  return winograd_switch.load(std::memory_order_relaxed) && op != Op::weight_grad && compute == at::kFloat &&
+         p.R == 3 && p.S == 3 && p.stride_h == 1 && p.stride_w == 1 && p.dilation_h == 1 && p.dilation_w == 1 &&
+         8 * output_tiles(p, 4) >= std::max(p.C, p.K);
+}
+
 }  // namespace
+
+bool winograd_enabled() { return winograd_switch.load(std::memory_order_relaxed); }
+void set_winograd_enabled(bool enabled) { winograd_switch.store(enabled, std::memory_order_relaxed); }
 
 bool gemm_enabled() { return gemm_switch.load(std::memory_order_relaxed); }
 void set_gemm_enabled(bool enabled) { gemm_switch.store(enabled, std::memory_order_relaxed); }
 void set_gemm_everywhere(bool everywhere) { gemm_everywhere.store(everywhere, std::memory_order_relaxed); }
 
-Algorithm choose_algorithm(const Corr2dProblem& p, Op op) {
-  if (!gemm_enabled() || p.groups != 1 || p.K < kGemmMinChannels || p.C < kGemmMinChannels) return Algorithm::direct;
-  if (is_pointwise(p)) return Algorithm::gemm;
-  if (gemm_everywhere.load(std::memory_order_relaxed)) return Algorithm::gemm;
+Algorithm choose_algorithm(const Corr2dProblem& p, Op op, at::ScalarType compute) {
+  if (p.groups != 1 || p.K < kGemmMinChannels || p.C < kGemmMinChannels) return Algorithm::direct;
+  if (gemm_enabled() && (is_pointwise(p) || gemm_everywhere.load(std::memory_order_relaxed))) return Algorithm::gemm;
+  if (winograd_fits(p, op, compute)) return Algorithm::winograd;
+  if (!gemm_enabled()) return Algorithm::direct;
   return op == Op::weight_grad && p.P * p.Q <= kGemmMaxWindowPixels ? Algorithm::gemm : Algorithm::direct;
 }
 
-Layout compute_layout(const Corr2dProblem& p, Op op, at::MemoryFormat result) {
+int winograd_output_tile(const Corr2dProblem& p) {
+  // F(4x4) takes fewer multiplications than F(2x2) unless the plane is small (5x5: a tie), but its kernels are
+  // 2.25x larger and with few tiles its blocks are mostly padding: in the measurements above it won from
+  // max(48, max(C, K) / 4) tiles of 4x4 on.
+  const auto multiplications = [&](int64_t m) { return div_up(p.P, m) * div_up(p.Q, m) * (m + 2) * (m + 2); };
+  const bool many_tiles = output_tiles(p, 4) >= std::max<int64_t>(48, std::max(p.C, p.K) / 4);
+  return many_tiles && multiplications(4) < multiplications(2) ? 4 : 2;
+}
+
+Layout compute_layout(const Corr2dProblem& p, Op op, at::ScalarType compute, at::MemoryFormat result) {
   if (result != at::MemoryFormat::ChannelsLast) return Layout::planes;
   // The windowed GEMM's forward pass and input gradient read rows of planes (gemm_everywhere only).
-  const bool planes_only = choose_algorithm(p, op) == Algorithm::gemm && !is_pointwise(p) && op != Op::weight_grad;
+  const bool planes_only = choose_algorithm(p, op, compute) == Algorithm::gemm && !is_pointwise(p) && op != Op::weight_grad;
   return planes_only ? Layout::planes : Layout::channels_last;
 }
 

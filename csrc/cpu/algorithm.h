@@ -11,6 +11,10 @@
 //   gemm     weight gradient of any kernel on planes of at      few pixels per image: the direct weight
 //            most kGemmMaxWindowPixels outputs                  gradient's tiles are mostly halo and setup
 //                                                               (512ch 7x7 3x3: 1.6x faster as a GEMM)
+//   winograd forward and input gradient of stride-1,           F(4x4, 3x3) or F(2x2, 3x3): 2.25-4x fewer
+//            dilation-1 3x3 layers in float32 (and float16/      multiplications than the direct tiles, as
+//            bfloat16, computed in float32); float64 stays      batched products on the GEMM micro-kernel
+//            direct                                             (kernels/winograd.h)
 //   direct   everything else: forward and input gradient of     staging + register tiles
 //            kxk layers (the windowed GEMM measured slower:     (kernels/direct_correlation.h)
 //            its packing gathers every tap), single-channel
@@ -18,7 +22,8 @@
 //
 // The gemm family can compute every op of every one-group layer (strided kxk input gradients one stride phase
 // at a time, input_grad_phases.h): torchcorr.backends.cpu.flags(gemm_everywhere=True) forces it (tests), and
-// torchcorr.backends.cpu.gemm = False turns it off (to compare, or to work around a bug).
+// torchcorr.backends.cpu.gemm = False turns it off (to compare, or to work around a bug);
+// torchcorr.backends.cpu.winograd = False sends Winograd's layers to the direct kernels.
 //
 // Layout. A result torch would return channels_last (either operand is) is computed in channels_last:
 //   gemm     1x1 layers, every op: a plain product over the pixels of the whole batch; weight gradients on
@@ -36,21 +41,27 @@
 
 namespace torchcorr::cpu {
 
-enum class Algorithm { direct, gemm };
+enum class Algorithm { direct, gemm, winograd };
 enum class Op { forward, input_grad, weight_grad };
 
-Algorithm choose_algorithm(const Corr2dProblem& p, Op op);
+// The family for op of p computed in dtype `compute` (float or double: compute_dtype).
+Algorithm choose_algorithm(const Corr2dProblem& p, Op op, at::ScalarType compute);
+
+// Winograd's output tile for p: 4 or 2, whichever takes fewer multiplications for the output plane.
+int winograd_output_tile(const Corr2dProblem& p);
 
 // A 1x1 kernel without padding: its input windows are the input pixels themselves.
 inline bool is_pointwise(const Corr2dProblem& p) { return p.R == 1 && p.S == 1 && p.pad_h == 0 && p.pad_w == 0; }
 
 // The layout op's kernels compute p in, given the layout of its result.
-Layout compute_layout(const Corr2dProblem& p, Op op, at::MemoryFormat result);
+Layout compute_layout(const Corr2dProblem& p, Op op, at::ScalarType compute, at::MemoryFormat result);
 
 // The windowed GEMM for any op and kernel, whatever choose_algorithm says (tests reach it through this).
 void set_gemm_everywhere(bool everywhere);
 
 bool gemm_enabled();
 void set_gemm_enabled(bool enabled);
+bool winograd_enabled();
+void set_winograd_enabled(bool enabled);
 
 }  // namespace torchcorr::cpu

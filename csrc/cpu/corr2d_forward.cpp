@@ -1,7 +1,8 @@
 // Forward cross-correlation on the CPU:
 //   y[n,k,p,q] = b[k] + sum_{c,r,s} x[n, g*Cg + c, p*sh - ph + r*dh, q*sw - pw + s*dw] * w[k,c,r,s]
 // (g = k / Kg; taps in the zero padding add nothing). torchcorr/reference.py is the same in tensor ops.
-// The work is done by the direct correlation engine (kernels/direct_correlation.h) on x zero-padded.
+// The work is done by the family algorithm.h chooses: the direct correlation engine
+// (kernels/direct_correlation.h) on x zero-padded, Winograd (kernels/winograd.h) or the GEMM (gemm_conv.h).
 #include "cpu_kernel_utils.h"
 #include "algorithm.h"
 #include "cpu_kernels.h"
@@ -18,18 +19,24 @@ at::Tensor corr2d_forward_cpu(const at::Tensor& input, const at::Tensor& weight,
                               at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups) {
   const auto p = check_forward("torchcorr.corr2d_forward", input, weight, bias, stride, padding, dilation, groups);
   const auto result = result_memory_format(input, weight);
-  const Layout layout = compute_layout(p, Op::forward, result);
+  const auto compute = compute_dtype(input.scalar_type());
+  const Layout layout = compute_layout(p, Op::forward, compute, result);
+  const Algorithm algorithm = choose_algorithm(p, Op::forward, compute);
   const auto x = to_compute(input, layout), w = to_compute(weight);
   const auto b = bias.has_value() ? std::optional<at::Tensor>(to_compute(*bias)) : std::nullopt;
-  if (choose_algorithm(p, Op::forward) == Algorithm::gemm)
-    return to_result(gemm_forward(p, layout, x, w, b), input.scalar_type(), result);
+  if (algorithm == Algorithm::gemm) return to_result(gemm_forward(p, layout, x, w, b), input.scalar_type(), result);
   auto y = empty_activation({p.N, p.K, p.P, p.Q}, x.options(), layout);
   auto d = forward_problem(p);
   d.layout = layout;
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "corr2d_forward_cpu", [&] {
-    cpu_kernels().of<scalar_t>().direct_correlation(
-        d, x.const_data_ptr<scalar_t>(), w.const_data_ptr<scalar_t>(), WeightOrder::as_given,
-        b ? b->const_data_ptr<scalar_t>() : nullptr, y.mutable_data_ptr<scalar_t>(), OutputGrid::dense(d));
+    const auto& kernels = cpu_kernels().of<scalar_t>();
+    const scalar_t* b_data = b ? b->const_data_ptr<scalar_t>() : nullptr;
+    if (algorithm == Algorithm::winograd) {
+      return kernels.winograd(d, winograd_output_tile(p), x.const_data_ptr<scalar_t>(), w.const_data_ptr<scalar_t>(),
+                              WeightOrder::as_given, b_data, y.mutable_data_ptr<scalar_t>());
+    }
+    kernels.direct_correlation(d, x.const_data_ptr<scalar_t>(), w.const_data_ptr<scalar_t>(), WeightOrder::as_given,
+                               b_data, y.mutable_data_ptr<scalar_t>(), OutputGrid::dense(d));
   });
   return to_result(y, input.scalar_type(), result);
 }

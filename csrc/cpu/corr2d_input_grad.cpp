@@ -2,7 +2,8 @@
 //   gx[n, g*Cg + c, h, v] = sum_{k in group g, r, s, (p, q) with p*sh - ph + r*dh = h, q*sw - pw + s*dw = v}
 //                           gy[n,k,p,q] * w[k,c,r,s].
 // With stride 1 that is a correlation of gy, zero-padded by dilation*(kernel-1) - padding, with the kernel
-// flipped and its channel axes swapped; the direct correlation engine (kernels/direct_correlation.h) computes it.
+// flipped and its channel axes swapped; the direct correlation engine (kernels/direct_correlation.h) or, for
+// 3x3 kernels, Winograd (kernels/winograd.h) computes it.
 // With a stride, each stride phase of gx is such a correlation with the kernel taps that reach it
 // (input_grad_phases.h).
 #include "cpu_kernel_utils.h"
@@ -40,10 +41,11 @@ at::Tensor corr2d_input_grad_cpu(const at::Tensor& grad_output, const at::Tensor
   const auto p = check_input_grad("torchcorr.corr2d_input_grad", grad_output, weight, input_size, stride,
                                   padding, dilation, groups);
   const auto result = result_memory_format(grad_output, weight);
-  const Layout layout = compute_layout(p, Op::input_grad, result);
+  const auto compute = compute_dtype(grad_output.scalar_type());
+  const Layout layout = compute_layout(p, Op::input_grad, compute, result);
+  const Algorithm algorithm = choose_algorithm(p, Op::input_grad, compute);
   const auto gy = to_compute(grad_output, layout), w = to_compute(weight);
-  if (choose_algorithm(p, Op::input_grad) == Algorithm::gemm)
-    return to_result(gemm_input_grad(p, layout, gy, w), grad_output.scalar_type(), result);
+  if (algorithm == Algorithm::gemm) return to_result(gemm_input_grad(p, layout, gy, w), grad_output.scalar_type(), result);
   const bool strided = p.stride_h > 1 || p.stride_w > 1;
   auto gx = empty_activation({p.N, p.C, p.H, p.W}, gy.options(), layout);
   if (strided) gx.zero_();  // phases no tap reaches keep zeros
@@ -51,9 +53,14 @@ at::Tensor corr2d_input_grad_cpu(const at::Tensor& grad_output, const at::Tensor
     if (strided) return strided_input_grad<scalar_t>(p, layout, gy, w, gx);
     auto d = input_grad_problem(p);
     d.layout = layout;
-    cpu_kernels().of<scalar_t>().direct_correlation(d, gy.const_data_ptr<scalar_t>(), w.const_data_ptr<scalar_t>(),
-                                                    WeightOrder::adjoint, nullptr, gx.mutable_data_ptr<scalar_t>(),
-                                                    OutputGrid::dense(d));
+    const auto& kernels = cpu_kernels().of<scalar_t>();
+    if (algorithm == Algorithm::winograd) {
+      return kernels.winograd(d, winograd_output_tile(p), gy.const_data_ptr<scalar_t>(),
+                              w.const_data_ptr<scalar_t>(), WeightOrder::adjoint, nullptr,
+                              gx.mutable_data_ptr<scalar_t>());
+    }
+    kernels.direct_correlation(d, gy.const_data_ptr<scalar_t>(), w.const_data_ptr<scalar_t>(), WeightOrder::adjoint,
+                               nullptr, gx.mutable_data_ptr<scalar_t>(), OutputGrid::dense(d));
   });
   return to_result(gx, grad_output.scalar_type(), result);
 }

@@ -74,9 +74,10 @@ at::Tensor corr2d_weight_grad_cpu(const at::Tensor& grad_output, const at::Tenso
   const auto p = check_weight_grad("torchcorr.corr2d_weight_grad", grad_output, input, weight_size, stride,
                                    padding, dilation, groups);
   const auto result = result_memory_format(grad_output, input);
-  const Layout layout = compute_layout(p, Op::weight_grad, result);
+  const auto compute = compute_dtype(grad_output.scalar_type());
+  const Layout layout = compute_layout(p, Op::weight_grad, compute, result);
   const auto gy = to_compute(grad_output, layout), x = to_compute(input, layout);
-  if (choose_algorithm(p, Op::weight_grad) == Algorithm::gemm)
+  if (choose_algorithm(p, Op::weight_grad, compute) == Algorithm::gemm)
     return to_result(gemm_weight_grad(p, layout, gy, x), grad_output.scalar_type(), result);
   auto gw = at::empty({p.K, p.C_per_group(), p.R, p.S}, gy.options());
   AT_DISPATCH_FLOATING_TYPES(gy.scalar_type(), "corr2d_weight_grad_cpu", [&] {

@@ -65,6 +65,13 @@ struct Simd {
   }
 };
 
+// The first address at or after p that is aligned to a whole vector.
+template <typename T>
+T* vector_aligned(T* p) {
+  const auto address = reinterpret_cast<std::uintptr_t>(p);
+  return reinterpret_cast<T*>((address + kVectorBytes - 1) / kVectorBytes * kVectorBytes);
+}
+
 // dst[j * dst_stride + i] = src[i * src_stride + j] for i < rows, j < cols: whole L x L blocks through a
 // register transpose, the edges one value at a time.
 template <typename T>
