@@ -18,13 +18,14 @@ constexpr int64_t kGemmMaxWindowPixels = 8 * 8;
 // Output tiles of m x m over the batch.
 int64_t output_tiles(const Corr2dProblem& p, int64_t m) { return p.N * div_up(p.P, m) * div_up(p.Q, m); }
 
-// Stride-1, dilation-1 3x3 correlations in float32: the forward pass, and the input gradient (itself such a
-// correlation when the layer has stride 1), with enough tiles to repay the transformed kernels. Those are
-// written and read once per call (36/9 times the weights for F(4x4)) but reused once per tile: measured
-// (2 threads, AVX-512, float32, 64-512 channels, 7x7-56x56 planes, batch 1-16), Winograd beat the direct
-// kernels from about max(C, K) / 8 tiles of 4x4 on.
+// Stride-1, dilation-1 3x3 layers in float32 (the input gradient of such a layer is itself such a correlation),
+// with enough tiles to repay the transformed kernels. Those are written and read once per call (36/9 times the
+// weights for F(4x4)) but reused once per tile: measured (2 threads, AVX-512, float32, 64-512 channels, 7x7-56x56
+// planes, batch 1-16), Winograd beat the direct kernels from about max(C, K) / 8 tiles of 4x4 on. Weight
+// gradients on planes of up to kGemmMaxWindowPixels stay with the GEMM.
 bool winograd_fits(const Corr2dProblem& p, Op op, at::ScalarType compute) {
-  return winograd_switch.load(std::memory_order_relaxed) && op != Op::weight_grad && compute == at::kFloat &&
+  if (op == Op::weight_grad && p.P * p.Q <= kGemmMaxWindowPixels) return false;
+  return winograd_switch.load(std::memory_order_relaxed) && compute == at::kFloat &&
          p.R == 3 && p.S == 3 && p.stride_h == 1 && p.stride_w == 1 && p.dilation_h == 1 && p.dilation_w == 1 &&
          8 * output_tiles(p, 4) >= std::max(p.C, p.K);
 }

@@ -11,10 +11,11 @@
 //   gemm     weight gradient of any kernel on planes of at      few pixels per image: the direct weight
 //            most kGemmMaxWindowPixels outputs                  gradient's tiles are mostly halo and setup
 //                                                               (512ch 7x7 3x3: 1.6x faster as a GEMM)
-//   winograd forward and input gradient of stride-1,           F(4x4, 3x3) or F(2x2, 3x3): 2.25-4x fewer
-//            dilation-1 3x3 layers in float32 (and float16/      multiplications than the direct tiles, as
-//            bfloat16, computed in float32); float64 stays      batched products on the GEMM micro-kernel
-//            direct                                             (kernels/winograd.h)
+//   winograd every op of stride-1, dilation-1 3x3 layers in       F(4x4, 3x3) or F(2x2, 3x3), and F(3x3, 2x2)
+//            float32 (float16 and bfloat16 computed in float32)  for the weight gradient:
+//            with enough tiles (algorithm.cpp; weight           2.25-4x fewer multiplications than the direct
+//            gradients on planes above 8x8); float64 stays      tiles, as batched products on the GEMM
+//            direct                                             micro-kernel (kernels/winograd.h)
 //   direct   everything else: forward and input gradient of     staging + register tiles
 //            kxk layers (the windowed GEMM measured slower:     (kernels/direct_correlation.h)
 //            its packing gathers every tap), single-channel
@@ -47,7 +48,7 @@ enum class Op { forward, input_grad, weight_grad };
 // The family for op of p computed in dtype `compute` (float or double: compute_dtype).
 Algorithm choose_algorithm(const Corr2dProblem& p, Op op, at::ScalarType compute);
 
-// Winograd's output tile for p: 4 or 2, whichever takes fewer multiplications for the output plane.
+// Winograd's output tile for the forward pass and input gradient of p: 4 or 2 (the weight gradient's is 2).
 int winograd_output_tile(const Corr2dProblem& p);
 
 // A 1x1 kernel without padding: its input windows are the input pixels themselves.

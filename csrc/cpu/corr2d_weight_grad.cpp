@@ -77,12 +77,14 @@ at::Tensor corr2d_weight_grad_cpu(const at::Tensor& grad_output, const at::Tenso
   const auto compute = compute_dtype(grad_output.scalar_type());
   const Layout layout = compute_layout(p, Op::weight_grad, compute, result);
   const auto gy = to_compute(grad_output, layout), x = to_compute(input, layout);
-  if (choose_algorithm(p, Op::weight_grad, compute) == Algorithm::gemm)
+  const Algorithm algorithm = choose_algorithm(p, Op::weight_grad, compute);
+  if (algorithm == Algorithm::gemm)
     return to_result(gemm_weight_grad(p, layout, gy, x), grad_output.scalar_type(), result);
   auto gw = at::empty({p.K, p.C_per_group(), p.R, p.S}, gy.options());
   AT_DISPATCH_FLOATING_TYPES(gy.scalar_type(), "corr2d_weight_grad_cpu", [&] {
-    cpu_kernels().of<scalar_t>().weight_grad(p, layout, gy.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(),
-                                             gw.mutable_data_ptr<scalar_t>());
+    const auto& kernels = cpu_kernels().of<scalar_t>();
+    const auto kernel = algorithm == Algorithm::winograd ? kernels.winograd_weight_grad : kernels.weight_grad;
+    kernel(p, layout, gy.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(), gw.mutable_data_ptr<scalar_t>());
   });
   return to_result(gw, grad_output.scalar_type(), result);
 }

@@ -33,6 +33,8 @@ struct KernelsFor {
   // with m = output_tile, 2 or 4 (kernels/winograd.h): deterministic.
   void (*winograd)(const DirectProblem& d, int output_tile, const T* x, const T* w, WeightOrder order,
                    const T* bias, T* y);
+  // gw as weight_grad computes it, for stride-1 3x3 layers of one group, by Winograd's F(3x3, 2x2).
+  void (*winograd_weight_grad)(const Corr2dProblem& p, Layout layout, const T* gy, const T* x, T* gw);
 };
 
 struct CpuKernels {

@@ -44,6 +44,8 @@ struct GemmProblem {
   int64_t c_row_stride, c_batch_stride;
   GemmStart start = GemmStart::accumulate;  // reduced products accumulate
   const T* bias = nullptr;
+  // Depth summed in registers before C is updated (0: kGemmDepth, gemm.h); shorter runs round less.
+  int64_t depth_block = 0;
 };
 
 }  // namespace torchcorr::cpu

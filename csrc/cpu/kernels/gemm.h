@@ -181,8 +181,9 @@ void gemm(const GemmProblem<T>& g) {
   // Columns per block: the packed B panel at most half of a 1-2 MiB L2 (blocks of even widths), and enough
   // blocks for every thread.
   const int64_t threads = at::get_num_threads();
-  const int64_t widest_block = std::max<int64_t>(NR, (512 << 10) / (kGemmDepth * sizeof(T)) / NR * NR);
-  const int64_t depth_max = std::min(g.K, kGemmDepth), depth_blocks = div_up(g.K, kGemmDepth);
+  const int64_t KC = g.depth_block > 0 ? g.depth_block : kGemmDepth;
+  const int64_t widest_block = std::max<int64_t>(NR, (512 << 10) / (KC * sizeof(T)) / NR * NR);
+  const int64_t depth_max = std::min(g.K, KC), depth_blocks = div_up(g.K, KC);
   const int64_t steps = g.reduced ? g.batch * depth_blocks : depth_blocks;
   const int64_t slots = !g.reduced ? 1 : std::clamp<int64_t>(
       std::min(kReductionTasks / (div_up(g.M, kGemmRowBlock) * div_up(g.N, widest_block)),
@@ -214,9 +215,9 @@ void gemm(const GemmProblem<T>& g) {
   std::vector<T> a_shared(shared_a ? row_blocks * depth_blocks * a_panel : 0);
   if (shared_a) {
     parallel_tasks(row_blocks * depth_blocks, a_panel, [&](int64_t panel) {
-      const int64_t ib = panel / depth_blocks, k0 = panel % depth_blocks * kGemmDepth;
+      const int64_t ib = panel / depth_blocks, k0 = panel % depth_blocks * KC;
       const int64_t row0 = ib * row_block;
-      pack_a(g.a, row0, std::min(row_block, g.M - row0), k0, std::min(kGemmDepth, g.K - k0),
+      pack_a(g.a, row0, std::min(row_block, g.M - row0), k0, std::min(KC, g.K - k0),
              a_shared.data() + panel * a_panel);
     });
   }
@@ -241,13 +242,13 @@ void gemm(const GemmProblem<T>& g) {
       // This task's (batch entry, KC block) steps, in order.
       const int64_t first = g.reduced ? out * steps / slots : 0, last = g.reduced ? (out + 1) * steps / slots : steps;
       for (int64_t step = first; step < last; ++step) {
-        const int64_t b = g.reduced ? step / depth_blocks : out, k0 = step % depth_blocks * kGemmDepth;
+        const int64_t b = g.reduced ? step / depth_blocks : out, k0 = step % depth_blocks * KC;
         const GemmOperand<T> a = g.a.batch(b), bm = g.b.batch(b);
-        const int64_t depth = std::min(kGemmDepth, g.K - k0);
+        const int64_t depth = std::min(KC, g.K - k0);
         const T* a_panel_data = a_packed.data();
         const int64_t full_rows = in_place_a ? rows / MR * MR : 0;  // rows read in place
         if (shared_a) {
-          a_panel_data = a_shared.data() + (ib * depth_blocks + k0 / kGemmDepth) * a_panel;
+          a_panel_data = a_shared.data() + (ib * depth_blocks + k0 / KC) * a_panel;
         } else if (full_rows < rows) {
           pack_a(a, row0 + full_rows, rows - full_rows, k0, depth, a_packed.data() + full_rows * depth);
         }

@@ -16,10 +16,12 @@ const CpuKernels TORCHCORR_CONCAT(TORCHCORR_ISA, _kernels){
     TORCHCORR_STRINGIFY(TORCHCORR_ISA),
     {&TORCHCORR_ISA::direct_correlation<float>, &TORCHCORR_ISA::input_grad_phases<float>,
      &TORCHCORR_ISA::weight_grad_kernel<float>,
-     &TORCHCORR_ISA::gemm<float>, &TORCHCORR_ISA::winograd_correlation<float>},
+     &TORCHCORR_ISA::gemm<float>, &TORCHCORR_ISA::winograd_correlation<float>,
+     &TORCHCORR_ISA::winograd_weight_grad<float>},
     {&TORCHCORR_ISA::direct_correlation<double>, &TORCHCORR_ISA::input_grad_phases<double>,
      &TORCHCORR_ISA::weight_grad_kernel<double>,
-     &TORCHCORR_ISA::gemm<double>, &TORCHCORR_ISA::winograd_correlation<double>},
+     &TORCHCORR_ISA::gemm<double>, &TORCHCORR_ISA::winograd_correlation<double>,
+     &TORCHCORR_ISA::winograd_weight_grad<double>},
 };
 
 }  // namespace torchcorr::cpu

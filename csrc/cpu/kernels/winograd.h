@@ -56,6 +56,19 @@ struct WinogradMatrices<4> {
       {1, 1, 1, 1, 1, 0}, {0, 1, -1, 0.5, -2, 0}, {0, 1, 1, 0.25, 4, 0}, {0, 1, -1, 0.125, -8, 1}};
 };
 
+// F(3x3, m x m) for the weight gradient: 3x3 outputs (the kernel's taps) from an m x m tile of gy and the
+// (m + 2) x (m + 2) patch of x it meets; the same points as F(m x m, 3x3), so the same B^T. Only m = 2: the
+// float32 error of F(3x3, 4x4) (points 0, ±1, 1/2, -2; 1.5x faster) measured 5-14x the direct kernels' on
+// layers of 17-128 channels, where F(3x3, 2x2)'s is 0.5x.
+template <int m>
+struct WinogradGradMatrices;
+
+template <>
+struct WinogradGradMatrices<2> {
+  static constexpr double G[4][2] = {{1, 0}, {0.5, 0.5}, {0.5, -0.5}, {0, -1}};  // the last row signed as B^T's
+  static constexpr double AT[3][4] = {{1, 1, 1, 0}, {0, 1, -1, 0}, {0, 1, 1, 1}};
+};
+
 template <>
 struct WinogradMatrices<2> {
   static constexpr int a = 4;
@@ -86,6 +99,48 @@ inline __attribute__((always_inline)) void apply_matrix(const double (&M)[Rows][
   }
 }
 
+// out = M d M^T for a Cols x Cols matrix d of vectors (row-major), M Rows x Cols.
+template <int Rows, int Cols, typename V, typename T>
+inline __attribute__((always_inline)) void apply_both_sides(const double (&M)[Rows][Cols], const V* d, V* out) {
+  V half[Rows * Cols];
+  for (int j = 0; j < Cols; ++j) apply_matrix<Rows, Cols, V, T>(M, d + j, Cols, half + j, Cols);
+  for (int i = 0; i < Rows; ++i) apply_matrix<Rows, Cols, V, T>(M, half + i * Cols, 1, out + i * Rows, 1);
+}
+
+// out[i * Size + j] = channels c0 .. c0 + lanes of pixel (h0 + i, w0 + j) of an H x W image whose channel c0
+// starts at `image`, zero outside the plane: channels across the lanes, loaded from channels_last pixels
+// and gathered from planes.
+template <int Size, typename T>
+inline __attribute__((always_inline)) void load_pixels(const T* image, ChannelStrides strides, int64_t H, int64_t W,
+                                                       int64_t h0, int64_t w0, int64_t lanes,
+                                                       typename Simd<T>::Vec* out) {
+  using S = Simd<T>;
+  for (int i = 0; i < Size; ++i)
+    for (int j = 0; j < Size; ++j) {
+      const int64_t h = h0 + i, v = w0 + j;
+      auto& p = out[i * Size + j];
+      p = S::zero();
+      if (h < 0 || h >= H || v < 0 || v >= W) continue;
+      const T* at = image + (h * W + v) * strides.pixel;
+      if (strides.channel == 1 && lanes == S::lanes) {
+        __builtin_prefetch(at + 4 * S::lanes);  // the pixels' channels are read in step: too many streams
+        p = S::load(at);
+      } else {
+        for (int64_t l = 0; l < lanes; ++l) p[l] = at[l * strides.channel];
+      }
+    }
+}
+
+// The m x m output tiles of a batch of P x Q planes, numbered t = (image, tile row, tile column).
+struct OutputTiles {
+  int64_t m, rows, cols;
+  OutputTiles(int64_t m, int64_t P, int64_t Q) : m(m), rows(div_up(P, m)), cols(div_up(Q, m)) {}
+  int64_t count(int64_t N) const { return N * rows * cols; }
+  int64_t image(int64_t t) const { return t / (rows * cols); }
+  int64_t first_row(int64_t t) const { return t / cols % rows * m; }
+  int64_t first_col(int64_t t) const { return t % cols * m; }
+};
+
 // Tiles per task, at most (a multiple of the GEMM's MR): a strip of U, read from L2 or L3, is used for
 // kWinogradTileBlock / MR register tiles.
 constexpr int64_t kWinogradTileBlock = 8 * kGemmRows;
@@ -109,7 +164,8 @@ void winograd_correlation_tiles(const DirectProblem& d, const T* x, const T* w, 
   constexpr int a = Mat::a, E = a * a, L = S::lanes;
   constexpr int64_t MR = kGemmRows, NR = kGemmVectors * L;
   const int64_t C = d.C, K = d.K, HW = d.H * d.W, PQ = d.P * d.Q;
-  const int64_t tiles_h = div_up(d.P, m), tiles_w = div_up(d.Q, m), tiles = d.N * tiles_h * tiles_w;
+  const OutputTiles grid(m, d.P, d.Q);
+  const int64_t tiles = grid.count(d.N);
   if (tiles == 0 || K == 0) return;
   const int64_t k_strips = div_up(K, NR), K_pad = k_strips * NR, C_pad = div_up(C, L) * L;
 
@@ -137,10 +193,9 @@ void winograd_correlation_tiles(const DirectProblem& d, const T* x, const T* w, 
   parallel_tasks(K_pad / L, C * E * L, [&](int64_t kv) {
     const int64_t k0 = kv * L;
     for (int64_t c = 0; c < C; ++c) {
-      Vec g[9], half[a * 3], u[E];
+      Vec g[9], u[E];
       for (int rs = 0; rs < 9; ++rs) g[rs] = S::load(taps + (c * 9 + rs) * K_pad + k0);
-      for (int s = 0; s < 3; ++s) apply_matrix<a, 3, Vec, T>(Mat::G, g + s, 3, half + s, 3);
-      for (int i = 0; i < a; ++i) apply_matrix<a, 3, Vec, T>(Mat::G, half + i * 3, 1, u + i * a, 1);
+      apply_both_sides<a, 3, Vec, T>(Mat::G, g, u);
       for (int e = 0; e < E; ++e) S::store(U + k0 / NR * u_strip + e * u_stride + c * NR + k0 % NR, u[e]);
     }
   });
@@ -173,29 +228,14 @@ void winograd_correlation_tiles(const DirectProblem& d, const T* x, const T* w, 
           for (int e = 0; e < E; ++e) std::fill_n(V + e * v_stride + t * C_pad, C_pad, T(0));
           continue;
         }
-        const int64_t tile = t0 + t, n = tile / (tiles_h * tiles_w);
-        const int64_t h0 = tile / tiles_w % tiles_h * m - d.offset_h, w0 = tile % tiles_w * m - d.offset_w;
+        const int64_t tile = t0 + t, n = grid.image(tile);
+        const int64_t h0 = grid.first_row(tile) - d.offset_h, w0 = grid.first_col(tile) - d.offset_w;
         for (int64_t c0 = 0; c0 < C; c0 += L) {
-          const int64_t lanes = std::min<int64_t>(L, C - c0);
-          const T* image = x + channel_start(d.layout, n, c0, C, HW);
-          Vec patch[E], rows[E];
-          for (int i = 0; i < a; ++i)
-            for (int j = 0; j < a; ++j) {
-              const int64_t h = h0 + i, v = w0 + j;
-              Vec& p = patch[i * a + j];
-              p = S::zero();
-              if (h < 0 || h >= d.H || v < 0 || v >= d.W) continue;
-              const T* at = image + (h * d.W + v) * xs.pixel;
-              if (xs.channel == 1 && lanes == L) {
-                __builtin_prefetch(at + 4 * L);  // 36 pixels' channels are read in step: too many streams
-                p = S::load(at);
-              } else {
-                for (int64_t l = 0; l < lanes; ++l) p[l] = at[l * xs.channel];
-              }
-            }
-          for (int j = 0; j < a; ++j) apply_matrix<a, a, Vec, T>(Mat::BT, patch + j, a, rows + j, a);
-          for (int i = 0; i < a; ++i) apply_matrix<a, a, Vec, T>(Mat::BT, rows + i * a, 1, patch + i * a, 1);
-          for (int e = 0; e < E; ++e) S::store(V + e * v_stride + t * C_pad + c0, patch[e]);
+          Vec patch[E], transformed[E];
+          load_pixels<a>(x + channel_start(d.layout, n, c0, C, HW), xs, d.H, d.W, h0, w0, std::min<int64_t>(L, C - c0),
+                         patch);
+          apply_both_sides<a, a, Vec, T>(Mat::BT, patch, transformed);
+          for (int e = 0; e < E; ++e) S::store(V + e * v_stride + t * C_pad + c0, transformed[e]);
         }
       }
       for (int64_t kb = group; kb < k_blocks; kb += k_groups) {
@@ -211,15 +251,13 @@ void winograd_correlation_tiles(const DirectProblem& d, const T* x, const T* w, 
                                    c0 == 0, M + e * m_stride + i * KB + j, KB, MR, NR);
         // 3. y tile = A^T M A + bias, channels k .. k + L at once.
         for (int64_t t = 0; t < count; ++t) {
-          const int64_t tile = t0 + t, n = tile / (tiles_h * tiles_w);
-          const int64_t p0 = tile / tiles_w % tiles_h * m, q0 = tile % tiles_w * m;
+          const int64_t tile = t0 + t, n = grid.image(tile), p0 = grid.first_row(tile), q0 = grid.first_col(tile);
           const int64_t rows = std::min<int64_t>(m, d.P - p0), cols = std::min<int64_t>(m, d.Q - q0);
           for (int64_t j = 0; j < k_count && k_begin + j < K; j += L) {
             const int64_t k0 = k_begin + j, lanes = std::min<int64_t>(L, K - k0);
-            Vec prod[E], half[m * a], out[m * m];
+            Vec prod[E], out[m * m];
             for (int e = 0; e < E; ++e) prod[e] = S::load(M + e * m_stride + t * KB + j);
-            for (int col = 0; col < a; ++col) apply_matrix<m, a, Vec, T>(Mat::AT, prod + col, a, half + col, a);
-            for (int i = 0; i < m; ++i) apply_matrix<m, a, Vec, T>(Mat::AT, half + i * a, 1, out + i * m, 1);
+            apply_both_sides<m, a, Vec, T>(Mat::AT, prod, out);
             Vec b = S::zero();
             if (bias != nullptr) {
               if (lanes == L) {
@@ -244,6 +282,76 @@ void winograd_correlation_tiles(const DirectProblem& d, const T* x, const T* w, 
       }
     }
   });
+}
+
+// Tiles per product of the weight gradient (its depth), summed in this order, kWinogradGradDepth at a time in
+// registers (shorter runs than the GEMM's round less: the transforms amplify the sums' rounding).
+constexpr int64_t kWinogradGradChunk = 512;
+constexpr int64_t kWinogradGradDepth = 64;
+
+// The weight gradient of a stride-1 3x3 layer of one group by F(3x3, m x m), gy and x dense in `layout`:
+//   gw[k, c] = A'^T [ sum over tiles t of (G' gy_t[k] G'^T) ⊙ (B^T d_t[c] B) ] A'
+// with gy_t the m x m tiles of gy (zero past the plane) and d_t the (m + 2) x (m + 2) patches of x zero-padded
+// they meet. The sum is a*a matrix products M[e] (K x C) += Ugy[e] (K x tiles) · V[e] (tiles x C) on the
+// GEMM of gemm.h, kWinogradGradChunk tiles at a time: the chunk's V and Ugy are transformed in parallel (one
+// task per tile, channels across the lanes), then summed into M in tile order; gw is transformed back from M
+// at the end. Deterministic: every sum runs in an order fixed by the sizes.
+template <typename T, int m>
+void winograd_weight_grad_tiles(const Corr2dProblem& p, Layout layout, const T* gy, const T* x, T* gw) {
+  using S = Simd<T>;
+  using Vec = typename S::Vec;
+  using Mat = WinogradMatrices<m>;
+  using Grad = WinogradGradMatrices<m>;
+  constexpr int a = Mat::a, E = a * a, L = S::lanes;
+  const int64_t C = p.C, K = p.K, C_pad = div_up(C, L) * L, K_pad = div_up(K, L) * L;
+  const OutputTiles grid(m, p.P, p.Q);
+  const int64_t tiles = grid.count(p.N), chunk = std::min(tiles, kWinogradGradChunk);
+  const ChannelStrides xs = channel_strides(layout, C, p.H * p.W), gs = channel_strides(layout, K, p.P * p.Q);
+  // M, then V[e][t][c] and Ugy[e][t][k] of a chunk, the points e a vector apart beyond whole blocks (as in the
+  // forward pass).
+  const int64_t m_size = div_up(E * K * C, L) * L, v_stride = chunk * C_pad + L, g_stride = chunk * K_pad + L;
+  T* const M = workspace<T>(m_size + E * (v_stride + g_stride) + L);
+  T* const V = M + m_size;
+  T* const Ugy = V + E * v_stride;
+  std::fill(M, M + E * K * C, T(0));
+  for (int64_t t0 = 0; t0 < tiles; t0 += chunk) {
+    const int64_t count = std::min(chunk, tiles - t0);
+    parallel_tasks(count, E * (C + K) * 4, [&](int64_t t) {
+      const int64_t tile = t0 + t, n = grid.image(tile), p0 = grid.first_row(tile), q0 = grid.first_col(tile);
+      for (int64_t c0 = 0; c0 < C; c0 += L) {
+        Vec patch[E], transformed[E];
+        load_pixels<a>(x + channel_start(layout, n, c0, C, p.H * p.W), xs, p.H, p.W, p0 - p.pad_h, q0 - p.pad_w,
+                       std::min<int64_t>(L, C - c0), patch);
+        apply_both_sides<a, a, Vec, T>(Mat::BT, patch, transformed);
+        for (int e = 0; e < E; ++e) S::store(V + e * v_stride + t * C_pad + c0, transformed[e]);
+      }
+      for (int64_t k0 = 0; k0 < K; k0 += L) {
+        Vec g[m * m], transformed[E];
+        load_pixels<m>(gy + channel_start(layout, n, k0, K, p.P * p.Q), gs, p.P, p.Q, p0, q0,
+                       std::min<int64_t>(L, K - k0), g);
+        apply_both_sides<a, m, Vec, T>(Grad::G, g, transformed);
+        for (int e = 0; e < E; ++e) S::store(Ugy + e * g_stride + t * K_pad + k0, transformed[e]);
+      }
+    });
+    gemm<T>({K, C, count, E, false, {Ugy, 1, K_pad, g_stride}, {V, C_pad, 1, v_stride}, M, C, K * C,
+             GemmStart::accumulate, nullptr, kWinogradGradDepth});
+  }
+  parallel_tasks(K, E * C, [&](int64_t k) {
+    for (int64_t c0 = 0; c0 < C; c0 += L) {
+      Vec prod[E], taps[9];
+      for (int e = 0; e < E; ++e) prod[e] = S::load(M + (e * K + k) * C + c0);  // lanes past C: not stored
+      apply_both_sides<3, a, Vec, T>(Grad::AT, prod, taps);
+      for (int64_t l = 0; l < std::min<int64_t>(L, C - c0); ++l)
+        for (int rs = 0; rs < 9; ++rs) gw[((k * C + c0 + l) * 9) + rs] = taps[rs][l];
+    }
+  });
+}
+
+template <typename T>
+void winograd_weight_grad(const Corr2dProblem& p, Layout layout, const T* gy, const T* x, T* gw) {
+  TORCH_INTERNAL_ASSERT(p.R == 3 && p.S == 3 && p.stride_h == 1 && p.stride_w == 1 && p.dilation_h == 1 &&
+                        p.dilation_w == 1 && p.groups == 1);
+  winograd_weight_grad_tiles<T, 2>(p, layout, gy, x, gw);
 }
 
 // The output tile m: F(4x4) unless told otherwise (algorithm.h chooses).
