@@ -81,11 +81,16 @@ template <typename T>
 void pack_a(const GemmOperand<T>& a, int64_t row0, int64_t rows, int64_t k0, int64_t depth, T* packed) {
   constexpr int MR = kGemmRows;
   for (int64_t strip = 0; strip * MR < rows; ++strip, packed += depth * MR) {
-    for (int64_t k = 0; k < depth; ++k)
-      for (int i = 0; i < MR; ++i) {
-        const int64_t row = strip * MR + i;
-        packed[k * MR + i] = row < rows ? a.at(row0 + row, k0 + k) : T(0);
+    const int64_t count = std::min<int64_t>(MR, rows - strip * MR);
+    for (int64_t k = 0; k < depth; ++k) {
+      if (a.row_stride == 1) {  // A stored transposed: a run of rows is a copy
+        const T* column = a.data + (k0 + k) * a.col_stride + row0 + strip * MR;
+        std::copy(column, column + count, packed + k * MR);
+      } else {
+        for (int64_t i = 0; i < count; ++i) packed[k * MR + i] = a.at(row0 + strip * MR + i, k0 + k);
       }
+      std::fill(packed + k * MR + count, packed + (k + 1) * MR, T(0));
+    }
   }
 }
 
