@@ -333,16 +333,27 @@ void winograd_weight_grad_tiles(const Corr2dProblem& p, Layout layout, const T* 
         for (int e = 0; e < E; ++e) S::store(Ugy + e * g_stride + t * K_pad + k0, transformed[e]);
       }
     });
-    gemm<T>({K, C, count, E, false, {Ugy, 1, K_pad, g_stride}, {V, C_pad, 1, v_stride}, M, C, K * C,
-             GemmStart::accumulate, nullptr, kWinogradGradDepth});
+    // M[e] (rows x columns) with the wider channel side across the vector lanes, as the columns.
+    const GemmOperand<T> by_k{Ugy, 1, K_pad, g_stride}, by_c{V, 1, C_pad, v_stride};
+    if (C >= K) {  // M[e] = Ugy[e] (K x tiles) · V[e] (tiles x C)
+      gemm<T>({K, C, count, E, false, by_k, {V, C_pad, 1, v_stride}, M, C, K * C, GemmStart::accumulate, nullptr,
+               kWinogradGradDepth});
+    } else {  // M[e]^T = V[e]^T (C x tiles) · Ugy[e]^T (tiles x K)
+      gemm<T>({C, K, count, E, false, by_c, {Ugy, K_pad, 1, g_stride}, M, K, K * C, GemmStart::accumulate, nullptr,
+               kWinogradGradDepth});
+    }
   }
-  parallel_tasks(K, E * C, [&](int64_t k) {
-    for (int64_t c0 = 0; c0 < C; c0 += L) {
+  // gw[k, c] = A'^T M[.][k][c] A', the columns of M across the lanes.
+  const int64_t rows = std::min(C, K), cols = std::max(C, K);
+  parallel_tasks(rows, E * cols, [&](int64_t row) {
+    for (int64_t j0 = 0; j0 < cols; j0 += L) {
       Vec prod[E], taps[9];
-      for (int e = 0; e < E; ++e) prod[e] = S::load(M + (e * K + k) * C + c0);  // lanes past C: not stored
+      for (int e = 0; e < E; ++e) prod[e] = S::load(M + (e * rows + row) * cols + j0);  // lanes past cols: unused
       apply_both_sides<3, a, Vec, T>(Grad::AT, prod, taps);
-      for (int64_t l = 0; l < std::min<int64_t>(L, C - c0); ++l)
-        for (int rs = 0; rs < 9; ++rs) gw[((k * C + c0 + l) * 9) + rs] = taps[rs][l];
+      for (int64_t l = 0; l < std::min<int64_t>(L, cols - j0); ++l) {
+        const int64_t k = C >= K ? row : j0 + l, c = C >= K ? j0 + l : row;
+        for (int rs = 0; rs < 9; ++rs) gw[(k * C + c) * 9 + rs] = taps[rs][l];
+      }
     }
   });
 }
