@@ -305,7 +305,11 @@ void winograd_weight_grad_tiles(const Corr2dProblem& p, Layout layout, const T* 
   constexpr int a = Mat::a, E = a * a, L = S::lanes;
   const int64_t C = p.C, K = p.K, C_pad = div_up(C, L) * L, K_pad = div_up(K, L) * L;
   const OutputTiles grid(m, p.P, p.Q);
-  const int64_t tiles = grid.count(p.N), chunk = std::min(tiles, kWinogradGradChunk);
+  const int64_t tiles = grid.count(p.N);
+  // At least kWinogradGradChunk tiles per product, more while V and Ugy stay within 4 MiB (few channels: fewer,
+  // larger products).
+  const int64_t chunk_bytes = E * (C_pad + K_pad) * static_cast<int64_t>(sizeof(T));
+  const int64_t chunk = std::min(tiles, std::max(kWinogradGradChunk, (int64_t{4} << 20) / chunk_bytes));
   const ChannelStrides xs = channel_strides(layout, C, p.H * p.W), gs = channel_strides(layout, K, p.P * p.Q);
   // M, then V[e][t][c] and Ugy[e][t][k] of a chunk, the points e a vector apart beyond whole blocks (as in the
   // forward pass).
