@@ -1,6 +1,7 @@
 // Winograd minimal filtering for stride-1, dilation-1 3x3 correlations of one group on the CPU: the
 // forward pass and, with the kernel flipped and its channel axes swapped, the stride-1 input gradient
-// (the same DirectProblem as the direct engine, ../direct_corr.h, whose loop nest it must equal).
+// (the same DirectProblem as the direct engine, ../direct_corr.h, whose loop nest it must equal); and,
+// at the end of the file, the weight gradient (winograd_weight_grad, F(3x3, 2x2)).
 //
 // F(m x m, 3x3) (m = 4 or 2, a = m + 2) computes an m x m tile of outputs of every channel pair from the
 // a x a input patch d that the tile reads and the 3x3 kernel g:
@@ -11,17 +12,18 @@
 //
 // Per call: the weights are transformed once, U[e][k][c] = (G g[k,c] G^T)[e] for the a*a points e, packed
 // into NR-wide strips of output channels (the GEMM's B operand, gemm.h). The tiles of the whole batch are
-// numbered t = (n, tile row, tile column) and cut into blocks of kTileBlock tiles; one task per (block,
-// group of output-channel blocks). A task
+// numbered t = (n, tile row, tile column) and cut into blocks of up to kWinogradTileBlock tiles; one task per
+// (block, group of output-channel blocks). A task
 //   1. transforms the input patches of its tiles, channels across the vector lanes (loads from channels_last
 //      pixels, gathers from planes), into V[e][t][c] (a*a matrices of tiles x C, in L2),
 //   2. per block of output channels: M[e] (tiles x K block) = V[e] · U[e] on the GEMM micro-kernel, V read in
 //      place and U from its strips,
 //   3. transforms M back, channels across the lanes, adds the bias and writes the m x m outputs of each tile
 //      (cut at the plane's edge) to y in its layout.
-// Memory: x is read once per task group (with a halo of 2 pixels per tile), y written once, U read once per
-// task from L3; V and M stay in L2. Every output is summed over channels in order by one task: deterministic
-// and independent of the thread count.
+// Memory: x is read once per task group (with a halo of 2 pixels per tile), y written once, U (a*a/9 times the
+// weights, in a workspace the calling thread keeps) written once and read once per task; V and M are meant
+// for L2 (the widest layers' V spills to L3). Every output is summed over channels in order by one task:
+// deterministic and independent of the thread count.
 #pragma once
 
 #include "../cpu_kernel_utils.h"
