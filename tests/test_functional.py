@@ -175,7 +175,8 @@ def all_results(x, w, b, grad_output, config):
 
 @pytest.mark.parametrize("shape", [
     (4, 8, 30, 31, 8, 3, 1),     # dense
-    (2, 16, 20, 21, 80, 3, 1),   # dense, output channels across the vector lanes
+    (2, 16, 20, 21, 80, 3, 1),   # dense 3x3: Winograd (csrc/cpu/algorithm.h), the weight gradient too
+    (4, 24, 30, 30, 140, 3, 1),  # Winograd with tile blocks the thread count cuts, two output-channel blocks
     (1, 1, 200, 190, 1, 5, 1),   # one big single-channel image: the weight gradient is one long sum
     (8, 6, 20, 20, 6, 3, 6),     # depthwise
     (2, 20, 60, 50, 20, 3, 20),  # depthwise, in channels_last a band of rows at a time
