@@ -59,7 +59,8 @@ int winograd_output_tile(const Corr2dProblem& p) {
 Layout compute_layout(const Corr2dProblem& p, Op op, at::ScalarType compute, at::MemoryFormat result) {
   if (result != at::MemoryFormat::ChannelsLast) return Layout::planes;
   // The windowed GEMM's forward pass and input gradient read rows of planes (gemm_everywhere only).
-  const bool planes_only = choose_algorithm(p, op, compute) == Algorithm::gemm && !is_pointwise(p) && op != Op::weight_grad;
+  const bool planes_only =
+      choose_algorithm(p, op, compute) == Algorithm::gemm && !is_pointwise(p) && op != Op::weight_grad;
   return planes_only ? Layout::planes : Layout::channels_last;
 }
 

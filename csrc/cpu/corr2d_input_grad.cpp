@@ -45,7 +45,8 @@ at::Tensor corr2d_input_grad_cpu(const at::Tensor& grad_output, const at::Tensor
   const Layout layout = compute_layout(p, Op::input_grad, compute, result);
   const Algorithm algorithm = choose_algorithm(p, Op::input_grad, compute);
   const auto gy = to_compute(grad_output, layout), w = to_compute(weight);
-  if (algorithm == Algorithm::gemm) return to_result(gemm_input_grad(p, layout, gy, w), grad_output.scalar_type(), result);
+  if (algorithm == Algorithm::gemm)
+    return to_result(gemm_input_grad(p, layout, gy, w), grad_output.scalar_type(), result);
   const bool strided = p.stride_h > 1 || p.stride_w > 1;
   auto gx = empty_activation({p.N, p.C, p.H, p.W}, gy.options(), layout);
   if (strided) gx.zero_();  // phases no tap reaches keep zeros
