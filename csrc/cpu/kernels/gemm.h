@@ -3,10 +3,12 @@
 //   C   += sum_b A_b · B_b, b in order                  (reduced: weight gradient)
 // where A_b is M x K, B_b is K x N and C is M x N with unit column stride. A and B are read through any
 // row and column strides, so transposes cost nothing; B may also be a correlation's input windows (an
-// implicit im2col, gemm_problem.h), gathered while packing. C's initial value (bias, zero) is the caller's.
+// implicit im2col, gemm_problem.h), gathered while packing. C starts as it is, or is overwritten by the
+// first depth step with a bias added (GemmStart, gemm_problem.h).
 //
 // The GotoBLAS/BLIS structure: C is cut into MC x NC blocks, one task each (and per batch entry when
-// independent), so every output has one owner. A task walks K in KC steps (and the batch, when reduced): it
+// independent), so every output has one owner. A task walks K in KC steps (kGemmDepth, or the problem's
+// depth_block) and the batch, when reduced: it
 // packs the KC x NC panel of B into NR-wide strips and the MC x KC panel of A into MR-tall strips, zero-padded
 // to whole strips (an A shared by the batch, the weights, is packed once per call, before the tasks), then
 // runs the MR x NR register micro-kernel over every strip pair. The micro-kernel keeps

@@ -294,10 +294,11 @@ constexpr int64_t kWinogradGradDepth = 64;
 // The weight gradient of a stride-1 3x3 layer of one group by F(3x3, m x m), gy and x dense in `layout`:
 //   gw[k, c] = A'^T [ sum over tiles t of (G' gy_t[k] G'^T) ⊙ (B^T d_t[c] B) ] A'
 // with gy_t the m x m tiles of gy (zero past the plane) and d_t the (m + 2) x (m + 2) patches of x zero-padded
-// they meet. The sum is a*a matrix products M[e] (K x C) += Ugy[e] (K x tiles) · V[e] (tiles x C) on the
-// GEMM of gemm.h, kWinogradGradChunk tiles at a time: the chunk's V and Ugy are transformed in parallel (one
-// task per tile, channels across the lanes), then summed into M in tile order; gw is transformed back from M
-// at the end. Deterministic: every sum runs in an order fixed by the sizes.
+// they meet. The sum is a*a matrix products M[e] (K x C) += Ugy[e] (K x tiles) · V[e] (tiles x C) (or their
+// transposes, the wider channel side across the lanes) on the GEMM of gemm.h, a chunk of at least
+// kWinogradGradChunk tiles at a time: the chunk's V and Ugy are transformed in parallel (one task per tile,
+// channels across the lanes), then summed into M in tile order; gw is transformed back from M at the end.
+// Deterministic: every sum runs in an order fixed by the sizes.
 template <typename T, int m>
 void winograd_weight_grad_tiles(const Corr2dProblem& p, Layout layout, const T* gy, const T* x, T* gw) {
   using S = Simd<T>;
