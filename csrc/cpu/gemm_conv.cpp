@@ -45,6 +45,12 @@ GemmOperand<T> matrix(const at::Tensor& t, int64_t rows) {
   return {t.const_data_ptr<T>(), t.numel() / rows, 1, 0};
 }
 
+// A 1x1 layer's K x C weights read as the C x K matrix w^T.
+template <typename T>
+GemmOperand<T> weights_transposed(const Corr2dProblem& p, const at::Tensor& w) {
+  return {w.const_data_ptr<T>(), 1, p.C, 0};
+}
+
 ConvWindows forward_windows(const Corr2dProblem& p, bool transposed) {
   return {p.H, p.W, p.R, p.S, p.Q, p.stride_h, p.stride_w, p.pad_h, p.pad_w, p.dilation_h, p.dilation_w, transposed};
 }
@@ -68,10 +74,9 @@ at::Tensor gemm_forward(const Corr2dProblem& p, Layout layout, const at::Tensor&
   const auto pixels = is_pointwise(p) ? read_pixels(p, layout, x) : x;
   if (layout == Layout::channels_last) {  // y (pixels x K) = x (pixels x C) · w^T (C x K)
     TORCH_INTERNAL_ASSERT(is_pointwise(p));
-    const auto w_t = w.view({p.K, p.C}).t().contiguous();
     AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "gemm_forward_cpu", [&] {
       run_gemm<scalar_t>({p.N * p.P * p.Q, p.K, p.C, 1, false, pixel_rows<scalar_t>(pixels),
-                          matrix<scalar_t>(w_t, p.C), y.mutable_data_ptr<scalar_t>(), p.K, 0,
+                          weights_transposed<scalar_t>(p, w), y.mutable_data_ptr<scalar_t>(), p.K, 0,
                           GemmStart::column_bias, bias_data<scalar_t>(bias)});
     });
     return y;
@@ -96,8 +101,7 @@ at::Tensor gemm_input_grad(const Corr2dProblem& p, Layout layout, const at::Tens
                                    matrix<scalar_t>(w, p.K), dense.mutable_data_ptr<scalar_t>(), p.C, 0,
                                    GemmStart::column_bias});
       }
-      const GemmOperand<scalar_t> weights_t{w.const_data_ptr<scalar_t>(), 1, p.C, 0};
-      run_gemm<scalar_t>({p.C, p.P * p.Q, p.K, p.N, false, weights_t, images<scalar_t>(gy),
+      run_gemm<scalar_t>({p.C, p.P * p.Q, p.K, p.N, false, weights_transposed<scalar_t>(p, w), images<scalar_t>(gy),
                           dense.mutable_data_ptr<scalar_t>(), p.P * p.Q, p.C * p.P * p.Q, GemmStart::row_bias});
     });
     if (!strided(p)) return dense;

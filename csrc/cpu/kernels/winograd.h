@@ -249,7 +249,7 @@ void winograd_correlation_tiles(const DirectProblem& d, const T* x, const T* w, 
             for (int64_t c0 = 0; c0 < C; c0 += kGemmDepth)
               for (int64_t i = 0; i < TB; i += MR)
                 gemm_tile<T, true>(std::min(kGemmDepth, C - c0), V + e * v_stride + i * C_pad + c0, C_pad,
-                                   U + (k_begin + j) / NR * u_strip + e * u_stride + c0 * NR, nullptr, nullptr,
+                                   U + (k_begin + j) / NR * u_strip + e * u_stride + c0 * NR, NR, nullptr, nullptr,
                                    c0 == 0, M + e * m_stride + i * KB + j, KB, MR, NR);
         // 3. y tile = A^T M A + bias, channels k .. k + L at once.
         for (int64_t t = 0; t < count; ++t) {
