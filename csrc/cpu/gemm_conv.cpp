@@ -13,6 +13,9 @@ namespace {
 using at::indexing::None;
 using at::indexing::Slice;
 
+// Columns of a product up to which the padding of its last vector strip costs more than a transposed copy.
+constexpr int64_t kFewColumns = 64;
+
 bool strided(const Corr2dProblem& p) { return p.stride_h > 1 || p.stride_w > 1; }
 
 // The input pixels a 1x1 layer reads, as a dense N x C x P x Q tensor in x's layout.
@@ -156,10 +159,11 @@ at::Tensor gemm_weight_grad(const Corr2dProblem& p, Layout layout, const at::Ten
                                  p.C * p.R * p.S, 0});
     }
     if (layout == Layout::channels_last) {
-      // gw (K x C) = gy^T (K x pixels) · x (pixels x C), or its transpose, whichever puts more channels across
-      // the vector lanes (columns): (16 -> 96 channels: 2x faster as gw^T = x^T · gy).
+      // gw (K x C) = gy^T (K x pixels) · x (pixels x C), or, when C is few and K more, its transpose, which puts
+      // K across the vector lanes (columns) instead of a mostly padded C (16 -> 96 channels: 2x faster as
+      // gw^T = x^T · gy), at the price of a transposed copy (192 -> 1152: 1.3x slower so).
       TORCH_INTERNAL_ASSERT(is_pointwise(p));
-      if (p.C >= p.K) {
+      if (p.C >= p.K || p.C >= kFewColumns) {
         return run_gemm<scalar_t>({p.K, p.C, p.N * p.P * p.Q, 1, true, pixel_rows<scalar_t>(gy, true),
                                    pixel_rows<scalar_t>(pixels), gw.mutable_data_ptr<scalar_t>(), p.C, 0});
       }
