@@ -49,7 +49,7 @@ at::Tensor corr2d_input_grad_cpu(const at::Tensor& grad_output, const at::Tensor
     return to_result(gemm_input_grad(p, layout, gy, w), grad_output.scalar_type(), result);
   const bool strided = p.stride_h > 1 || p.stride_w > 1;
   auto gx = empty_activation({p.N, p.C, p.H, p.W}, gy.options(), layout);
-  if (strided) gx.zero_();  // phases no tap reaches keep zeros
+  if (strided && !phases_cover_plane(p)) gx.zero_();  // phases no tap reaches keep zeros
   AT_DISPATCH_FLOATING_TYPES(gy.scalar_type(), "corr2d_input_grad_cpu", [&] {
     if (strided) return strided_input_grad<scalar_t>(p, layout, gy, w, gx);
     auto d = input_grad_problem(p);

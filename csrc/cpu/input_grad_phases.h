@@ -69,6 +69,15 @@ inline at::Tensor phase_weights(const Corr2dProblem& p, const at::Tensor& w, con
   return taps;
 }
 
+// Whether some tap reaches every phase, so that the phases write every pixel of gx (else gx starts at zero).
+inline bool phases_cover_plane(const Corr2dProblem& p) {
+  for (int64_t first_h = 0; first_h < std::min(p.stride_h, p.H); ++first_h)
+    if (phase_taps(first_h, p.H, p.R, p.stride_h, p.pad_h, p.dilation_h).taps.empty()) return false;
+  for (int64_t first_w = 0; first_w < std::min(p.stride_w, p.W); ++first_w)
+    if (phase_taps(first_w, p.W, p.S, p.stride_w, p.pad_w, p.dilation_w).taps.empty()) return false;
+  return true;
+}
+
 // Calls body(first_h, first_w, rows, cols, taps) for every phase some tap reaches, taps = phase_weights(...).
 // Later phases than the plane has are empty, and phases no tap reaches keep the zeros gx starts with.
 template <typename Body>

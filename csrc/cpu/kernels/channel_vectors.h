@@ -80,10 +80,11 @@ void channel_vector_run(const T* x, const T* w, int64_t R, int64_t S, int64_t ro
   for (int j = 0; j < J; ++j) out[j] = acc[j];
 }
 
-// The same for KS taps per row, column stride SW and dilation 1 (the depthwise layers of real models): a
-// row's (J - 1) * SW + KS input vectors are loaded once and each serves up to KS taps.
+// The same for KS taps per row, column stride SW and dilation 1 (the depthwise layers of real models, and the
+// 1-4 taps of their input gradients' stride phases): a row's (J - 1) * SW + KS input vectors are loaded once
+// and each serves up to KS taps.
 template <typename T, int J, int KS, int SW>
-void channel_vector_run_rows(const T* x, const T* w, int64_t R, int64_t, int64_t row_step, int64_t, int64_t,
+void channel_vector_run_rows(const T* x, const T* w, int64_t R, int64_t, int64_t row_step, int64_t col_step, int64_t,
                              typename Simd<T>::Vec bias, typename Simd<T>::Vec* out) {
   using V = Simd<T>;
   constexpr int X = (J - 1) * SW + KS;
@@ -91,7 +92,7 @@ void channel_vector_run_rows(const T* x, const T* w, int64_t R, int64_t, int64_t
   for (int j = 0; j < J; ++j) acc[j] = bias;
   for (int64_t r = 0; r < R; ++r, w += KS * V::lanes) {
     typename V::Vec xv[X];
-    for (int i = 0; i < X; ++i) xv[i] = V::load(x + r * row_step + i * V::lanes);
+    for (int i = 0; i < X; ++i) xv[i] = V::load(x + r * row_step + i * col_step);
     for (int s = 0; s < KS; ++s) {
       const typename V::Vec wv = V::load(w + s * V::lanes);
       for (int j = 0; j < J; ++j) acc[j] += wv * xv[j * SW + s];
@@ -109,7 +110,8 @@ ChannelVectorRun<T, J> choose_channel_vector_run(const DirectProblem& d) {
   if (d.dilation_w == 1 && (d.stride_w == 1 || d.stride_w == 2)) {
 #define TORCHCORR_ROWS_CASE(KS)                                                                   \
   if (d.S == KS) return d.stride_w == 1 ? &channel_vector_run_rows<T, J, KS, 1> : &channel_vector_run_rows<T, J, KS, 2>;
-    TORCHCORR_ROWS_CASE(3) TORCHCORR_ROWS_CASE(5) TORCHCORR_ROWS_CASE(7)
+    TORCHCORR_ROWS_CASE(1) TORCHCORR_ROWS_CASE(2) TORCHCORR_ROWS_CASE(3) TORCHCORR_ROWS_CASE(4)
+    TORCHCORR_ROWS_CASE(5) TORCHCORR_ROWS_CASE(7)
 #undef TORCHCORR_ROWS_CASE
   }
   return &channel_vector_run<T, J>;
@@ -175,6 +177,48 @@ void stage_channels(const DirectProblem& d, const T* x, int64_t channels, int64_
   }
 }
 
+// Output rows [p0, p0 + rows) of one block of L channels read straight from channels-last input (image: its
+// first channel at pixel 0) into channels-last y (out: the same channel at output pixel 0). Runs whose windows
+// lie inside the image read it in place; the others (at the borders) copy their windows, zero outside, first.
+// Reading in place lets the loads of x overlap the arithmetic, which staging a band first does not (1.3x on
+// 144 channels of 56x56).
+template <typename T, int J>
+void channel_vector_rows_in_place(const DirectProblem& d, const T* image, const T* weights, typename Simd<T>::Vec bias,
+                                  ChannelVectorRun<T, J> run_outputs, int64_t p0, int64_t rows, T* out) {
+  using S = Simd<T>;
+  constexpr int64_t L = S::lanes;
+  const int64_t pixel = d.C, window_cols = (J - 1) * d.stride_w + (d.S - 1) * d.dilation_w + 1;
+  thread_local std::vector<T> window;
+  window.resize(d.R * window_cols * L);
+  alignas(64) typename S::Vec run[J];
+  for (int64_t p = p0; p < p0 + rows; ++p) {
+    const int64_t h0 = p * d.stride_h - d.offset_h;  // the real row of the window's first tap row
+    // The tap rows [r0, r1) that land in the image (the others read zeros: they are skipped in place).
+    const int64_t r0 = std::min(d.R, div_up(std::max<int64_t>(0, -h0), d.dilation_h));
+    const int64_t r1 = std::max(r0, std::min(d.R, div_up(d.H - h0, d.dilation_h)));
+    for (int64_t q0 = 0; q0 < d.Q; q0 += J) {
+      const int64_t w0 = q0 * d.stride_w - d.offset_w;
+      if (r0 == r1) {
+        for (int j = 0; j < J; ++j) run[j] = bias;
+      } else if (w0 >= 0 && w0 + window_cols <= d.W) {
+        run_outputs(image + ((h0 + r0 * d.dilation_h) * d.W + w0) * pixel, weights + r0 * d.S * L, r1 - r0, d.S,
+                    d.dilation_h * d.W * pixel, d.dilation_w * pixel, d.stride_w * pixel, bias, run);
+      } else {
+        for (int64_t r = 0; r < d.R; ++r) {
+          const int64_t h = h0 + r * d.dilation_h;
+          for (int64_t t = 0; t < window_cols; ++t) {
+            const int64_t w = w0 + t;
+            const bool inside = h >= 0 && h < d.H && w >= 0 && w < d.W;
+            S::store(window.data() + (r * window_cols + t) * L, inside ? S::load(image + (h * d.W + w) * pixel) : S::zero());
+          }
+        }
+        run_outputs(window.data(), weights, d.R, d.S, window_cols * L, d.dilation_w * L, d.stride_w * L, bias, run);
+      }
+      for (int64_t j = 0; j < std::min<int64_t>(J, d.Q - q0); ++j) S::store(out + (p * d.Q + q0 + j) * pixel, run[j]);
+    }
+  }
+}
+
 template <typename T>
 void channel_vectors(const DirectProblem& d, const T* x, const T* w, WeightOrder order, const T* bias, T* y,
                      const OutputGrid& grid) {
@@ -201,18 +245,22 @@ void channel_vectors(const DirectProblem& d, const T* x, const T* w, WeightOrder
     const int64_t block = task % blocks, p0 = task / blocks % bands * band, n = task / blocks / bands;
     const int64_t rows = std::min(band, d.P - p0), c0 = block * L;
     const int64_t channels = std::min(L, C - c0);
-    // Slack past the last row: a run of J outputs is always computed, and those past Q are dropped.
-    thread_local std::vector<T> staged, out;
-    stage_channels(d, x + channel_start(d.layout, n, c0, C, d.H * d.W), channels, p0 * d.stride_h,
-                   virtual_extent(rows, d.stride_h, d.R, d.dilation_h), J * d.stride_w, staged);
-    out.resize(rows * d.Q * L);
     const T* weights = packed.data() + block * RS * L;
     const typename S::Vec b = S::load(biases.data() + c0);
     T* channels_out = y + channel_start(d.layout, n, c0, C, plane_out);
     // Whole vectors of channels-last outputs go straight to y; the rest through `out`.
     const bool in_place = dense && d.layout == Layout::channels_last && channels == L;
-    T* first_out = in_place ? channels_out + p0 * d.Q * out_strides.pixel : out.data();
-    const int64_t out_step = in_place ? out_strides.pixel : L;
+    if (in_place) {
+      return channel_vector_rows_in_place<T, J>(d, x + channel_start(d.layout, n, c0, C, d.H * d.W), weights, b,
+                                                run_outputs, p0, rows, channels_out);
+    }
+    // Slack past the last row: a run of J outputs is always computed, and those past Q are dropped.
+    thread_local std::vector<T> staged, out;
+    stage_channels(d, x + channel_start(d.layout, n, c0, C, d.H * d.W), channels, p0 * d.stride_h,
+                   virtual_extent(rows, d.stride_h, d.R, d.dilation_h), J * d.stride_w, staged);
+    out.resize(rows * d.Q * L);
+    T* first_out = out.data();
+    const int64_t out_step = L;
     alignas(64) typename S::Vec run[J];
     for (int64_t p = 0; p < rows; ++p) {
       const T* row = staged.data() + p * d.stride_h * VW * L;
@@ -223,7 +271,6 @@ void channel_vectors(const DirectProblem& d, const T* x, const T* w, WeightOrder
         for (int64_t j = 0; j < count; ++j) S::store(first_out + (p * d.Q + q0 + j) * out_step, run[j]);
       }
     }
-    if (in_place) return;
     if (dense) {
       return scatter_channel_vectors(out.data(), rows * d.Q, channels, channels_out + p0 * d.Q * out_strides.pixel,
                                      out_strides);
@@ -363,6 +410,12 @@ void channel_vector_phases(const std::vector<InputGradPhase<T>>& phases, const T
 
   const ChannelStrides in_strides = channel_strides(first.layout, C, H * W);
   const ChannelStrides out_strides = channel_strides(first.layout, C, plane_out);
+  int64_t most_rows = 0;
+  std::vector<ChannelVectorRun<T, J>> runs;
+  for (const auto& phase : phases) {
+    most_rows = std::max(most_rows, phase.d.P);
+    runs.push_back(choose_channel_vector_run<T, J>(phase.d));
+  }
   parallel_tasks(first.N * blocks, plane_out * L, [&](int64_t task) {
     const int64_t n = task / blocks, block = task % blocks, c0 = block * L, channels = std::min(L, C - c0);
     thread_local std::vector<T> staged, out;
@@ -371,20 +424,22 @@ void channel_vector_phases(const std::vector<InputGradPhase<T>>& phases, const T
     for (int64_t h = 0; h < H; ++h)
       gather_channel_vectors(channels_in + h * W * in_strides.pixel, in_strides, channels, W,
                              staged.data() + ((h + top) * cols + left) * L);
-    // Whole vectors of channels-last gradients go straight to gx (zero to start); the rest through `out`.
+    // Whole vectors of channels-last gradients go straight to gx (zero where no phase reaches); the rest through `out`.
     T* channels_out = gx + channel_start(first.layout, n, c0, C, plane_out);
     const bool in_place = first.layout == Layout::channels_last && channels == L;
     if (!in_place) out.assign(plane_out * L, T(0));  // pixels no tap reaches stay zero
     T* first_out = in_place ? channels_out : out.data();
     const int64_t out_step = in_place ? out_strides.pixel : L;
     alignas(64) typename S::Vec run[J];
-    for (size_t f = 0; f < phases.size(); ++f) {
-      const DirectProblem& d = phases[f].d;
-      const OutputGrid& grid = phases[f].grid;
-      const ChannelVectorRun<T, J> run_outputs = choose_channel_vector_run<T, J>(d);
-      const T* weights = packed.data() + first_weight[f] + block * d.R * d.S * L;
-      const T* origin = staged.data() + ((top - d.offset_h) * cols + left - d.offset_w) * L;
-      for (int64_t p = 0; p < d.P; ++p) {
+    // Row p of every phase in turn: the phases' rows interleave into whole rows of gx, written together.
+    for (int64_t p = 0; p < most_rows; ++p)
+      for (size_t f = 0; f < phases.size(); ++f) {
+        const DirectProblem& d = phases[f].d;
+        if (p >= d.P) continue;
+        const OutputGrid& grid = phases[f].grid;
+        const T* weights = packed.data() + first_weight[f] + block * d.R * d.S * L;
+        const T* origin = staged.data() + ((top - d.offset_h) * cols + left - d.offset_w) * L;
+        const ChannelVectorRun<T, J> run_outputs = runs[f];
         T* out_row = first_out + ((p * grid.step_h + grid.first_h) * gx_cols + grid.first_w) * out_step;
         for (int64_t q0 = 0; q0 < d.Q; q0 += J) {
           run_outputs(origin + (p * cols + q0) * L, weights, d.R, d.S, d.dilation_h * cols * L, d.dilation_w * L, L,
@@ -393,7 +448,6 @@ void channel_vector_phases(const std::vector<InputGradPhase<T>>& phases, const T
             S::store(out_row + (q0 + j) * grid.step_w * out_step, run[j]);
         }
       }
-    }
     if (in_place) return;
     scatter_channel_vectors(out.data(), plane_out, channels, channels_out, out_strides);
   });
