@@ -51,6 +51,14 @@ PATHS = {
     "channel_vectors_bands": P(2, 20, 40, 60, 20, 3, 3, (1, 1), (1, 1), (1, 1), 20, True),
     "channel_vectors_bands_stride2": P(1, 16, 45, 70, 16, 5, 5, (2, 2), (2, 2), (1, 1), 16, False),
     "channel_vectors_bands_7x7": P(1, 24, 50, 33, 24, 7, 7, (1, 1), (3, 3), (1, 1), 24, True),
+    # groups of G input and output channels with channels across the lanes in channels_last (G = 8, 4, 2, 16;
+    # planes take the pixel tiles): a last block of half a vector, strides, stride phases of the input
+    # gradient, a 5x3 kernel dilated across, several bands of rows
+    "grouped_channel_vectors": P(2, 40, 13, 11, 40, 3, 3, (1, 1), (1, 1), (1, 1), 5, True),
+    "grouped_channel_vectors_stride2": P(2, 24, 15, 14, 24, 3, 3, (2, 2), (1, 1), (1, 1), 6, True),
+    "grouped_channel_vectors_5x3": P(1, 32, 9, 12, 32, 5, 3, (1, 2), (2, 1), (1, 2), 16, False),
+    "grouped_channel_vectors_16": P(1, 32, 8, 8, 32, 3, 3, (1, 1), (1, 1), (1, 1), 2, True),
+    "grouped_channel_vectors_bands": P(1, 16, 70, 90, 16, 3, 3, (1, 1), (1, 1), (1, 1), 2, True),
     # strides: stride phases in the staging, and in the input gradient phases no tap reaches
     "strided": P(2, 4, 17, 19, 6, 3, 3, (2, 3), (1, 1), (1, 1), 1, True),
     "strided_1x1": P(2, 8, 16, 15, 70, 1, 1, (2, 2), (0, 0), (1, 1), 1, True),

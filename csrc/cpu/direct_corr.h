@@ -48,13 +48,17 @@ inline DirectProblem forward_problem(const Corr2dProblem& p) {
           p.stride_h, p.stride_w, p.dilation_h, p.dilation_w, p.pad_h, p.pad_w};
 }
 
-// Depthwise problems whose strides, dilations and sizes the channel-vector kernels (kernels/channel_vectors.h)
-// take, whatever the layout (strides and dilations of real layers, and no index overflow).
-inline bool channel_vectors_fit(const DirectProblem& d) {
+// Strides, dilations and sizes the channel-vector kernels (kernels/channel_vectors.h) take, whatever the
+// layout (those of real layers, and no index overflow).
+inline bool channel_vector_sizes_fit(const DirectProblem& d) {
   constexpr int64_t kMaxStep = 8;
-  if (d.C_per_group() != 1 || d.K_per_group() != 1 || d.P == 0 || d.Q == 0) return false;
-  if (std::max({d.stride_h, d.stride_w, d.dilation_h, d.dilation_w}) > kMaxStep) return false;
+  if (d.P == 0 || d.Q == 0 || std::max({d.stride_h, d.stride_w, d.dilation_h, d.dilation_w}) > kMaxStep) return false;
   return d.P <= 1024 && d.Q <= 1024 && d.R <= 64 && d.S <= 64;
+}
+
+// Depthwise problems the channel-vector kernels take.
+inline bool channel_vectors_fit(const DirectProblem& d) {
+  return d.C_per_group() == 1 && d.K_per_group() == 1 && channel_vector_sizes_fit(d);
 }
 
 // For stride 1: gx = corr(V(gy), w') with w'[g*Cg + c, k, r, s] = w[g*Kg + k, c, R-1-r, S-1-s] (WeightOrder::adjoint).

@@ -124,7 +124,8 @@ enum class Kernel { channel_vectors, channel_tile, pixel_tile };
 // tile of one or two vectors spends a broadcast per multiply-add). Channels-last outputs take channel tiles
 // from two vectors of channels on: pixel tiles would write them a channel at a time (stems 1.4x faster).
 Kernel choose_kernel(const DirectProblem& d, int lanes, int64_t element_size) {
-  if (channel_vectors_apply(d, lanes, element_size)) return Kernel::channel_vectors;
+  if (channel_vectors_apply(d, lanes, element_size) || grouped_channel_vectors_apply(d, lanes))
+    return Kernel::channel_vectors;
   const int64_t min_k = d.layout == Layout::channels_last ? lanes : 4 * lanes;
   return d.K_per_group() > min_k ? Kernel::channel_tile : Kernel::pixel_tile;
 }

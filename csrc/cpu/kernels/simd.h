@@ -36,11 +36,23 @@ struct Simd {
     return total;
   }
 
+  using Index = std::conditional_t<sizeof(T) == 4, int32_t, int64_t>;
+  typedef Index Mask __attribute__((vector_size(kVectorBytes)));
+
+  // result[i] = v[index[i]].
+  static Vec permute(Vec v, Mask index) {
+#if defined(__GNUC__) && !defined(__clang__)
+    return __builtin_shuffle(v, index);
+#else
+    Vec result;
+    for (int i = 0; i < lanes; ++i) result[i] = v[index[i]];
+    return result;
+#endif
+  }
+
   // rows[i][j] becomes rows[j][i]: log2(lanes) rounds, each interleaving row i with row i + lanes/2.
   static void transpose(Vec* rows) {
 #if defined(__GNUC__) && !defined(__clang__)
-    using Index = std::conditional_t<sizeof(T) == 4, int32_t, int64_t>;
-    typedef Index Mask __attribute__((vector_size(kVectorBytes)));
     Mask low, high;
     for (int i = 0; i < lanes; ++i) {
       low[i] = i / 2 + (i % 2) * lanes;
