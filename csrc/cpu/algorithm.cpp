@@ -11,6 +11,7 @@ std::atomic<bool> gemm_switch{true}, gemm_everywhere{false}, winograd_switch{tru
 
 // Below this many channels on either side a GEMM tile is mostly padding; the direct tiles handle it.
 constexpr int64_t kGemmMinChannels = 16;
+constexpr int64_t kGemmMinStemChannels = 8;
 // Output planes up to 8x8: where the direct weight gradient measured slower than the GEMM (7x7: 1.6x; on
 // 13x13 and 14x14 planes the direct one is 1.3x faster since its chunks fit the cache).
 constexpr int64_t kGemmMaxWindowPixels = 8 * 8;
@@ -30,6 +31,14 @@ bool winograd_fits(const Corr2dProblem& p, Op op, at::ScalarType compute) {
          8 * output_tiles(p, 4) >= std::max(p.C, p.K);
 }
 
+// Channels-last weight gradients of stems (few input channels, some output channels): the GEMM reads each kernel
+// row of a window as one run of S * C values (3 -> 16-96 channels at 224x224: 1.2-1.8x faster than the direct
+// tiles).
+bool stem_weight_grad(const Corr2dProblem& p, Op op, Layout layout) {
+  return op == Op::weight_grad && layout == Layout::channels_last && p.groups == 1 && p.C < kGemmMinChannels &&
+         p.K >= kGemmMinStemChannels;
+}
+
 }  // namespace
 
 bool winograd_enabled() { return winograd_switch.load(std::memory_order_relaxed); }
@@ -39,7 +48,8 @@ bool gemm_enabled() { return gemm_switch.load(std::memory_order_relaxed); }
 void set_gemm_enabled(bool enabled) { gemm_switch.store(enabled, std::memory_order_relaxed); }
 void set_gemm_everywhere(bool everywhere) { gemm_everywhere.store(everywhere, std::memory_order_relaxed); }
 
-Algorithm choose_algorithm(const Corr2dProblem& p, Op op, at::ScalarType compute) {
+Algorithm choose_algorithm(const Corr2dProblem& p, Op op, at::ScalarType compute, Layout layout) {
+  if (gemm_enabled() && stem_weight_grad(p, op, layout)) return Algorithm::gemm;
   if (p.groups != 1 || p.K < kGemmMinChannels || p.C < kGemmMinChannels) return Algorithm::direct;
   if (gemm_enabled() && (is_pointwise(p) || gemm_everywhere.load(std::memory_order_relaxed))) return Algorithm::gemm;
   if (winograd_fits(p, op, compute)) return Algorithm::winograd;
@@ -59,8 +69,8 @@ int winograd_output_tile(const Corr2dProblem& p) {
 Layout compute_layout(const Corr2dProblem& p, Op op, at::ScalarType compute, at::MemoryFormat result) {
   if (result != at::MemoryFormat::ChannelsLast) return Layout::planes;
   // The windowed GEMM's forward pass and input gradient read rows of planes (gemm_everywhere only).
-  const bool planes_only =
-      choose_algorithm(p, op, compute) == Algorithm::gemm && !is_pointwise(p) && op != Op::weight_grad;
+  const bool planes_only = choose_algorithm(p, op, compute, Layout::channels_last) == Algorithm::gemm &&
+                           !is_pointwise(p) && op != Op::weight_grad;
   return planes_only ? Layout::planes : Layout::channels_last;
 }
 

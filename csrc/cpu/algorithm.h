@@ -8,6 +8,8 @@
 //                                                               the direct tiles, which stream the weights
 //                                                               (as fast on most layers; 0.6-0.9x on the
 //                                                               16-channel 112x112 one)
+//   gemm     channels-last weight gradients of stems (fewer     each kernel row of a window is one run of
+//            input channels, at least 8 output channels)        S*C input values (3 -> 16-96 channels: 1.2-1.8x)
 //   gemm     weight gradient of any kernel on planes of at      few pixels per image: the direct weight
 //            most kGemmMaxWindowPixels outputs                  gradient's tiles are mostly halo and setup
 //                                                               (512ch 7x7 3x3: 1.6x faster as a GEMM)
@@ -45,8 +47,8 @@ namespace torchcorr::cpu {
 enum class Algorithm { direct, gemm, winograd };
 enum class Op { forward, input_grad, weight_grad };
 
-// The family for op of p computed in dtype `compute` (float or double: compute_dtype).
-Algorithm choose_algorithm(const Corr2dProblem& p, Op op, at::ScalarType compute);
+// The family for op of p computed in dtype `compute` (float or double: compute_dtype) and `layout`.
+Algorithm choose_algorithm(const Corr2dProblem& p, Op op, at::ScalarType compute, Layout layout);
 
 // Winograd's output tile for the forward pass and input gradient of p: 4 or 2 (the weight gradient's is 2).
 int winograd_output_tile(const Corr2dProblem& p);

@@ -21,7 +21,7 @@ at::Tensor corr2d_forward_cpu(const at::Tensor& input, const at::Tensor& weight,
   const auto result = result_memory_format(input, weight);
   const auto compute = compute_dtype(input.scalar_type());
   const Layout layout = compute_layout(p, Op::forward, compute, result);
-  const Algorithm algorithm = choose_algorithm(p, Op::forward, compute);
+  const Algorithm algorithm = choose_algorithm(p, Op::forward, compute, layout);
   const auto x = to_compute(input, layout), w = to_compute(weight);
   const auto b = bias.has_value() ? std::optional<at::Tensor>(to_compute(*bias)) : std::nullopt;
   if (algorithm == Algorithm::gemm) return to_result(gemm_forward(p, layout, x, w, b), input.scalar_type(), result);

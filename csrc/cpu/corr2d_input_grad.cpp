@@ -43,7 +43,7 @@ at::Tensor corr2d_input_grad_cpu(const at::Tensor& grad_output, const at::Tensor
   const auto result = result_memory_format(grad_output, weight);
   const auto compute = compute_dtype(grad_output.scalar_type());
   const Layout layout = compute_layout(p, Op::input_grad, compute, result);
-  const Algorithm algorithm = choose_algorithm(p, Op::input_grad, compute);
+  const Algorithm algorithm = choose_algorithm(p, Op::input_grad, compute, layout);
   const auto gy = to_compute(grad_output, layout), w = to_compute(weight);
   if (algorithm == Algorithm::gemm)
     return to_result(gemm_input_grad(p, layout, gy, w), grad_output.scalar_type(), result);

@@ -77,7 +77,7 @@ at::Tensor corr2d_weight_grad_cpu(const at::Tensor& grad_output, const at::Tenso
   const auto compute = compute_dtype(grad_output.scalar_type());
   const Layout layout = compute_layout(p, Op::weight_grad, compute, result);
   const auto gy = to_compute(grad_output, layout), x = to_compute(input, layout);
-  const Algorithm algorithm = choose_algorithm(p, Op::weight_grad, compute);
+  const Algorithm algorithm = choose_algorithm(p, Op::weight_grad, compute, layout);
   if (algorithm == Algorithm::gemm)
     return to_result(gemm_weight_grad(p, layout, gy, x), grad_output.scalar_type(), result);
   auto gw = at::empty({p.K, p.C_per_group(), p.R, p.S}, gy.options());

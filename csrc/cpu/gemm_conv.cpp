@@ -151,12 +151,17 @@ at::Tensor gemm_weight_grad(const Corr2dProblem& p, Layout layout, const at::Ten
   ConvWindows windows = forward_windows(p, true);
   auto gw = at::zeros({p.K, p.C, p.R, p.S}, gy.options());
   AT_DISPATCH_FLOATING_TYPES(gy.scalar_type(), "gemm_weight_grad_cpu", [&] {
-    if (layout == Layout::channels_last && !is_pointwise(p)) {  // gw = sum_n gy[n] (K x P*Q, read across) · X[n]^T
+    if (layout == Layout::channels_last && !is_pointwise(p)) {
+      // gw (K x R*S*C) = sum_n gy[n] (K x P*Q, read across) · X[n]^T, taps (r, s, c) as channels-last windows hold
+      // them, then reordered to (c, r, s).
       windows.channels_last = p.C;
       const GemmOperand<scalar_t> a{gy.const_data_ptr<scalar_t>(), 1, p.K, p.P * p.Q * p.K};
       const GemmOperand<scalar_t> b{x.const_data_ptr<scalar_t>(), 0, 0, p.H * p.W * p.C, &windows};
-      return run_gemm<scalar_t>({p.K, p.C * p.R * p.S, p.P * p.Q, p.N, true, a, b, gw.mutable_data_ptr<scalar_t>(),
-                                 p.C * p.R * p.S, 0});
+      auto gw_rsc = at::zeros({p.K, p.R, p.S, p.C}, gy.options());
+      run_gemm<scalar_t>({p.K, p.C * p.R * p.S, p.P * p.Q, p.N, true, a, b, gw_rsc.mutable_data_ptr<scalar_t>(),
+                          p.C * p.R * p.S, 0});
+      gw.copy_(gw_rsc.permute({0, 3, 1, 2}));
+      return;
     }
     if (layout == Layout::channels_last) {
       // gw (K x C) = gy^T (K x pixels) · x (pixels x C), or, when C is few and K more, its transpose, which puts

@@ -12,7 +12,9 @@ struct ConvWindows {
   int64_t H, W, R, S, Q;
   int64_t stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w;
   bool transposed;
-  int64_t channels_last = 0;  // 0: the planes are C x H x W; else H x W x C with C = channels_last (transposed only)
+  // 0: the planes are C x H x W; else H x W x C with C = channels_last (transposed only), and the columns are
+  // taps (r, s, c) in that order, so that a kernel row's taps are contiguous
+  int64_t channels_last = 0;
 };
 
 // A matrix read through strides: element (i, j) of batch entry b is data[b*batch_stride + i*row_stride +

@@ -162,15 +162,44 @@ void window_row(const ConvWindows& v, const T* x, int64_t k, int64_t j0, int64_t
   }
 }
 
-// out[0..count) = transposed windows row j (pixel (p, q)) at taps k0 .. k0 + count.
+// to[0..count) = from[0..count) for the short runs of a window: whole vectors, then values (a library call per
+// run measured a third of the packing).
 template <typename T>
-void window_column(const ConvWindows& v, const T* x, int64_t j, int64_t k0, int64_t count, T* out) {
-  const int64_t h0 = j / v.Q * v.stride_h - v.pad_h, w0 = j % v.Q * v.stride_w - v.pad_w;
+inline void copy_short(const T* from, int64_t count, T* to) {
+  using S = Simd<T>;
+  int64_t i = 0;
+  for (; i + S::lanes <= count; i += S::lanes) S::store(to + i, S::load(from + i));
+  for (; i < count; ++i) to[i] = from[i];
+}
+
+// out[0..count) = transposed windows row j (pixel (p, q)) at taps k0 .. k0 + count: taps (c, r, s) of planes,
+// or (r, s, c) of channels-last pixels, a kernel row's S * C taps being a copy where the row lies inside.
+// (h0, w0): the window's first input pixel.
+template <typename T>
+void window_column(const ConvWindows& v, const T* x, int64_t h0, int64_t w0, int64_t k0, int64_t count, T* out) {
+  if (v.channels_last != 0) {
+    const int64_t C = v.channels_last, row_taps = v.S * C;
+    for (int64_t k = 0, r = k0 / row_taps, first = k0 % row_taps; k < count; ++r, first = 0) {
+      const int64_t run = std::min(count - k, row_taps - first), h = h0 + r * v.dilation_h;
+      T* o = out + k;
+      k += run;
+      if (h < 0 || h >= v.H) {
+        std::fill(o, o + run, T(0));
+      } else if (v.dilation_w == 1 && w0 >= 0 && w0 + v.S <= v.W) {
+        copy_short(x + (h * v.W + w0) * C + first, run, o);
+      } else {
+        for (int64_t i = 0; i < run; ++i) {
+          const int64_t w = w0 + (first + i) / C * v.dilation_w;
+          o[i] = w >= 0 && w < v.W ? x[(h * v.W + w) * C + (first + i) % C] : T(0);
+        }
+      }
+    }
+    return;
+  }
   int64_t c = k0 / (v.R * v.S), r = k0 / v.S % v.R, s = k0 % v.S;
   for (int64_t k = 0; k < count; ++k) {
     const int64_t h = h0 + r * v.dilation_h, w = w0 + s * v.dilation_w;
-    const int64_t at = v.channels_last == 0 ? (c * v.H + h) * v.W + w : (h * v.W + w) * v.channels_last + c;
-    out[k] = h >= 0 && h < v.H && w >= 0 && w < v.W ? x[at] : T(0);
+    out[k] = h >= 0 && h < v.H && w >= 0 && w < v.W ? x[(c * v.H + h) * v.W + w] : T(0);
     if (++s == v.S && (s = 0, ++r == v.R)) r = 0, ++c;
   }
 }
@@ -180,6 +209,19 @@ template <typename T>
 void pack_b(const GemmOperand<T>& b, int64_t k0, int64_t depth, int64_t col0, int64_t cols, T* packed) {
   using S = Simd<T>;
   constexpr int64_t L = S::lanes, NR = kGemmVectors * L;
+  if (b.windows != nullptr && b.windows->transposed) {  // each pixel's window once, then cut into the strips
+    const int64_t strips = div_up(cols, NR);
+    thread_local std::vector<T> window;
+    window.assign(strips * NR, T(0));
+    const ConvWindows& v = *b.windows;
+    for (int64_t k = 0, p = k0 / v.Q, q = k0 % v.Q; k < depth; ++k, ++q == v.Q ? (q = 0, ++p) : 0) {
+      window_column(v, b.data, p * v.stride_h - v.pad_h, q * v.stride_w - v.pad_w, col0, cols, window.data());
+      for (int64_t strip = 0; strip < strips; ++strip)
+        for (int64_t v = 0; v < kGemmVectors; ++v)
+          S::store(packed + (strip * depth + k) * NR + v * L, S::load(window.data() + strip * NR + v * L));
+    }
+    return;
+  }
   for (int64_t strip = 0; strip * NR < cols; ++strip, packed += depth * NR) {
     const int64_t first = col0 + strip * NR, count = std::min(NR, cols - strip * NR);
     int64_t k = 0;
@@ -195,11 +237,7 @@ void pack_b(const GemmOperand<T>& b, int64_t k0, int64_t depth, int64_t col0, in
     for (; k < depth; ++k) {
       T* out = packed + k * NR;
       if (b.windows != nullptr) {
-        if (b.windows->transposed) {
-          window_column(*b.windows, b.data, k0 + k, first, count, out);
-        } else {
-          window_row(*b.windows, b.data, k0 + k, first, count, out);
-        }
+        window_row(*b.windows, b.data, k0 + k, first, count, out);
       } else if (b.col_stride == 1) {
         copy_run<NR>(b.data + (k0 + k) * b.row_stride + first, count, out);
       } else {
