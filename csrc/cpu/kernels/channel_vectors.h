@@ -367,9 +367,13 @@ void channel_vectors(const DirectProblem& d, const T* x, const T* w, WeightOrder
 
 // Weight gradient of a depthwise layer on small planes, channels across the lanes:
 //   gw[c,r,s] = sum_{n,p,q} gy[n,c,p,q] * V[n,c](p*sh + r*dh, q*sw + s*dw)
-// One task per block of L channels, summing over the images in order: it stages each image's virtual planes
-// and gy ([pixel][L]), then for each tile of KS-tap kernel rows keeps the tile's sums in registers while it
-// walks the pixels: per pixel one gy vector and one input vector per tap. Kernel rows of 3, 5 or 7 taps.
+// One task per block of L channels and slot of images, summing over its images in order: it stages each
+// image's virtual planes and gy ([pixel][L]), then for each tile of KS-tap kernel rows keeps the tile's sums in
+// registers while it walks the pixels: per pixel one gy vector and one input vector per tap. Kernel rows of 3,
+// 5 or 7 taps.
+// Tasks the weight gradient wants at least (blocks of channels times slots of images).
+constexpr int64_t kChannelVectorGradTasks = 16;
+
 inline bool channel_vectors_weight_grad_applies(const DirectProblem& d, int64_t lanes, int64_t element_size) {
   return channel_vectors_apply(d, lanes, element_size) && (d.S == 3 || d.S == 5 || d.S == 7);
 }
@@ -418,12 +422,16 @@ void channel_vectors_weight_grad(const DirectProblem& d, const T* gy, const T* x
   const int64_t tile_rows = d.S == 3 ? kTileRows<3> : d.S == 5 ? kTileRows<5> : kTileRows<7>;
   const int64_t band = channel_vector_band(d, L, sizeof(T));
   const ChannelStrides gy_strides = channel_strides(d.layout, C, d.P * d.Q);
-  parallel_tasks(blocks, d.N * d.P * d.Q * RS * L, [&](int64_t block) {
-    const int64_t c0 = block * L, channels = std::min(L, C - c0);
+  // Few blocks also split the images into slots, each summed into its own partial sums, which are added in slot
+  // order: the split depends on the sizes alone, so the result does not depend on the thread count.
+  const int64_t slots = std::clamp<int64_t>(div_up(kChannelVectorGradTasks, blocks), 1, d.N);
+  std::vector<T> partials(blocks * slots * RS * L, T(0));
+  parallel_tasks(blocks * slots, div_up(d.N, slots) * d.P * d.Q * RS * L, [&](int64_t task) {
+    const int64_t block = task / slots, slot = task % slots, c0 = block * L, channels = std::min(L, C - c0);
     thread_local std::vector<T> staged, grads;
-    std::vector<T> sums(RS * L, T(0));
+    T* const sums = partials.data() + task * RS * L;
     grads.assign(band * d.Q * L, T(0));
-    for (int64_t n = 0; n < d.N; ++n)
+    for (int64_t n = slot * d.N / slots; n < (slot + 1) * d.N / slots; ++n)
       for (int64_t p0 = 0; p0 < d.P; p0 += band) {  // each tap sums over (n, p, q) in order, whatever the band
         const int64_t rows_out = std::min(band, d.P - p0);
         stage_channels(d, x + channel_start(d.layout, n, c0, C, d.H * d.W), channels, p0 * d.stride_h,
@@ -433,15 +441,19 @@ void channel_vectors_weight_grad(const DirectProblem& d, const T* gy, const T* x
         for (int64_t r0 = 0; r0 < d.R; r0 += tile_rows) {
           const int64_t rows = std::min(d.R - r0, tile_rows);
           const T* first = staged.data() + r0 * d.dilation_h * VW * L;
-          T* tile = sums.data() + r0 * d.S * L;
+          T* tile = sums + r0 * d.S * L;
           if (d.S == 3) channel_vector_kernel_rows<T, 3>(d, rows_out, first, VW, grads.data(), rows, tile);
           if (d.S == 5) channel_vector_kernel_rows<T, 5>(d, rows_out, first, VW, grads.data(), rows, tile);
           if (d.S == 7) channel_vector_kernel_rows<T, 7>(d, rows_out, first, VW, grads.data(), rows, tile);
         }
       }
-    for (int64_t l = 0; l < channels; ++l)
-      for (int64_t rs = 0; rs < RS; ++rs) gw[(c0 + l) * RS + rs] = sums[rs * L + l];
   });
+  for (int64_t c = 0; c < C; ++c)
+    for (int64_t rs = 0; rs < RS; ++rs) {
+      T sum = 0;
+      for (int64_t slot = 0; slot < slots; ++slot) sum += partials[((c / L * slots + slot) * RS + rs) * L + c % L];
+      gw[c * RS + rs] = sum;
+    }
 }
 
 // All the stride phases of a depthwise layer's input gradient at once: each task stages its channels' gy
