@@ -375,15 +375,23 @@ void channel_vectors(const DirectProblem& d, const T* x, const T* w, WeightOrder
 constexpr int64_t kChannelVectorGradTasks = 16;
 
 inline bool channel_vectors_weight_grad_applies(const DirectProblem& d, int64_t lanes, int64_t element_size) {
-  return channel_vectors_apply(d, lanes, element_size) && (d.S == 3 || d.S == 5 || d.S == 7);
+  return (channel_vectors_apply(d, lanes, element_size) || grouped_channel_vectors_apply(d, lanes)) &&
+         (d.S == 3 || d.S == 5 || d.S == 7);
 }
 
 // sums[r][s] += sum_{p,q} gy[p][q] * x[p*sh + r*dh][q*sw + s*dw] for RT kernel rows starting at x, over
-// `rows` output rows.
-template <typename T, int RT, int KS>
-void channel_vector_tap_sums(const DirectProblem& d, int64_t rows_out, const T* x, int64_t VW, const T* gy, T* sums) {
+// `rows` output rows; Grouped, with each x vector permuted by `lanes` (one input channel of every group).
+template <typename T, int RT, int KS, bool Grouped>
+void channel_vector_tap_sums(const DirectProblem& d, int64_t rows_out, const T* x, int64_t VW, const T* gy,
+                             const typename Simd<T>::Index* lanes, T* sums) {
   using V = Simd<T>;
   constexpr int64_t L = V::lanes;
+  typename V::Mask permutation{};
+  if constexpr (Grouped) std::memcpy(&permutation, lanes, sizeof(permutation));
+  const auto input = [&](const T* at) {
+    if constexpr (Grouped) return V::permute(V::load(at), permutation);
+    return V::load(at);
+  };
   typename V::Vec acc[RT][KS];
   for (int r = 0; r < RT; ++r)
     for (int s = 0; s < KS; ++s) acc[r][s] = V::load(sums + (r * KS + s) * L);
@@ -393,7 +401,7 @@ void channel_vector_tap_sums(const DirectProblem& d, int64_t rows_out, const T* 
     for (int64_t q = 0; q < d.Q; ++q) {
       const typename V::Vec g = V::load(gy + (p * d.Q + q) * L);
       for (int r = 0; r < RT; ++r)
-        for (int s = 0; s < KS; ++s) acc[r][s] += g * V::load(rows[r] + (q * d.stride_w + s * d.dilation_w) * L);
+        for (int s = 0; s < KS; ++s) acc[r][s] += g * input(rows[r] + (q * d.stride_w + s * d.dilation_w) * L);
     }
   }
   for (int r = 0; r < RT; ++r)
@@ -406,30 +414,35 @@ constexpr int kTileRows = std::max(1, kAccumulators / KS);
 
 template <typename T, int KS, int RT = kTileRows<KS>>
 void channel_vector_kernel_rows(const DirectProblem& d, int64_t rows_out, const T* x, int64_t VW, const T* gy,
-                                int64_t rows, T* sums) {
+                                int64_t rows, const typename Simd<T>::Index* lanes, T* sums) {
   if constexpr (RT > 1) {
-    if (rows < RT) return channel_vector_kernel_rows<T, KS, RT - 1>(d, rows_out, x, VW, gy, rows, sums);
+    if (rows < RT) return channel_vector_kernel_rows<T, KS, RT - 1>(d, rows_out, x, VW, gy, rows, lanes, sums);
   }
-  channel_vector_tap_sums<T, RT, KS>(d, rows_out, x, VW, gy, sums);
+  if (lanes != nullptr) return channel_vector_tap_sums<T, RT, KS, true>(d, rows_out, x, VW, gy, lanes, sums);
+  channel_vector_tap_sums<T, RT, KS, false>(d, rows_out, x, VW, gy, nullptr, sums);
 }
 
 template <typename T>
 void channel_vectors_weight_grad(const DirectProblem& d, const T* gy, const T* x, T* gw) {
   using V = Simd<T>;
   constexpr int64_t L = V::lanes;
-  const int64_t C = d.C, RS = d.R * d.S, blocks = div_up(C, L);
+  const int64_t C = d.C, G = d.C_per_group(), RS = d.R * d.S, blocks = div_up(C, L);
   const int64_t VW = virtual_extent(d.Q, d.stride_w, d.S, d.dilation_w);
   const int64_t tile_rows = d.S == 3 ? kTileRows<3> : d.S == 5 ? kTileRows<5> : kTileRows<7>;
+  // Groups: the sums of input channel c of every group in turn, its vectors permuted into place (as in
+  // channel_vectors).
+  std::vector<typename V::Index> group_lanes(G * L);
+  for (int64_t c = 0; c < G; ++c)
+    for (int64_t l = 0; l < L; ++l) group_lanes[c * L + l] = l / G * G + c;
   const int64_t band = channel_vector_band(d, L, sizeof(T));
   const ChannelStrides gy_strides = channel_strides(d.layout, C, d.P * d.Q);
   // Few blocks also split the images into slots, each summed into its own partial sums, which are added in slot
   // order: the split depends on the sizes alone, so the result does not depend on the thread count.
   const int64_t slots = std::clamp<int64_t>(div_up(kChannelVectorGradTasks, blocks), 1, d.N);
-  std::vector<T> partials(blocks * slots * RS * L, T(0));
-  parallel_tasks(blocks * slots, div_up(d.N, slots) * d.P * d.Q * RS * L, [&](int64_t task) {
+  std::vector<T> partials(blocks * slots * G * RS * L, T(0));  // [block][slot][c][r][s][L]
+  parallel_tasks(blocks * slots, div_up(d.N, slots) * d.P * d.Q * G * RS * L, [&](int64_t task) {
     const int64_t block = task / slots, slot = task % slots, c0 = block * L, channels = std::min(L, C - c0);
     thread_local std::vector<T> staged, grads;
-    T* const sums = partials.data() + task * RS * L;
     grads.assign(band * d.Q * L, T(0));
     for (int64_t n = slot * d.N / slots; n < (slot + 1) * d.N / slots; ++n)
       for (int64_t p0 = 0; p0 < d.P; p0 += band) {  // each tap sums over (n, p, q) in order, whatever the band
@@ -438,22 +451,26 @@ void channel_vectors_weight_grad(const DirectProblem& d, const T* gy, const T* x
                        virtual_extent(rows_out, d.stride_h, d.R, d.dilation_h), 0, staged);
         gather_channel_vectors(gy + channel_start(d.layout, n, c0, C, d.P * d.Q) + p0 * d.Q * gy_strides.pixel,
                                gy_strides, channels, rows_out * d.Q, grads.data());
-        for (int64_t r0 = 0; r0 < d.R; r0 += tile_rows) {
-          const int64_t rows = std::min(d.R - r0, tile_rows);
-          const T* first = staged.data() + r0 * d.dilation_h * VW * L;
-          T* tile = sums + r0 * d.S * L;
-          if (d.S == 3) channel_vector_kernel_rows<T, 3>(d, rows_out, first, VW, grads.data(), rows, tile);
-          if (d.S == 5) channel_vector_kernel_rows<T, 5>(d, rows_out, first, VW, grads.data(), rows, tile);
-          if (d.S == 7) channel_vector_kernel_rows<T, 7>(d, rows_out, first, VW, grads.data(), rows, tile);
-        }
+        for (int64_t c = 0; c < G; ++c)
+          for (int64_t r0 = 0; r0 < d.R; r0 += tile_rows) {
+            const int64_t rows = std::min(d.R - r0, tile_rows);
+            const T* first = staged.data() + r0 * d.dilation_h * VW * L;
+            const typename V::Index* lanes = G > 1 ? group_lanes.data() + c * L : nullptr;
+            T* tile = partials.data() + ((task * G + c) * RS + r0 * d.S) * L;
+            if (d.S == 3) channel_vector_kernel_rows<T, 3>(d, rows_out, first, VW, grads.data(), rows, lanes, tile);
+            if (d.S == 5) channel_vector_kernel_rows<T, 5>(d, rows_out, first, VW, grads.data(), rows, lanes, tile);
+            if (d.S == 7) channel_vector_kernel_rows<T, 7>(d, rows_out, first, VW, grads.data(), rows, lanes, tile);
+          }
       }
   });
-  for (int64_t c = 0; c < C; ++c)
-    for (int64_t rs = 0; rs < RS; ++rs) {
-      T sum = 0;
-      for (int64_t slot = 0; slot < slots; ++slot) sum += partials[((c / L * slots + slot) * RS + rs) * L + c % L];
-      gw[c * RS + rs] = sum;
-    }
+  for (int64_t k = 0; k < C; ++k)  // gw[k][c][r][s], k output channel, c input channel of its group
+    for (int64_t c = 0; c < G; ++c)
+      for (int64_t rs = 0; rs < RS; ++rs) {
+        T sum = 0;
+        for (int64_t slot = 0; slot < slots; ++slot)
+          sum += partials[(((k / L * slots + slot) * G + c) * RS + rs) * L + k % L];
+        gw[(k * G + c) * RS + rs] = sum;
+      }
 }
 
 // All the stride phases of a depthwise layer's input gradient at once: each task stages its channels' gy
