@@ -1,7 +1,9 @@
 // Depthwise correlation with channels across the vector lanes (forward pass, input gradient and, at the end,
-// weight gradient of depthwise layers on small planes), compiled once per instruction-set level (isa.h). The
-// problem is the direct engine's (../direct_corr.h):
-//   y[n,c,p,q] = bias[c] + sum_{r,s} V[n,c](p*sh + r*dh, q*sw + s*dw) * w[c,r,s].
+// weight gradient of depthwise layers on small planes, and in channels last of depthwise layers and of grouped
+// layers whose groups divide a vector), compiled once per instruction-set level (isa.h). The problem is the
+// direct engine's (../direct_corr.h); for depthwise layers
+//   y[n,c,p,q] = bias[c] + sum_{r,s} V[n,c](p*sh + r*dh, q*sw + s*dw) * w[c,r,s],
+// for groups of G channels the sum runs over the G input channels of c's group too.
 //
 // Why: on the 7x7-28x28 planes of modern CNNs a row of pixels fills few vector lanes (7 of 16 on 7x7), and
 // the pixel tiles of direct_correlation.h spend most lanes on halo columns. With L channels in the lanes every
@@ -13,7 +15,9 @@
 // channels last, a band of rows at a time (any plane size); then for each output row and run of J outputs it
 // keeps J vectors in registers and, per tap, loads the tap's L weights once and J staged vectors (with 3, 5 or
 // 7 taps per kernel row and dilation 1, each of a row's input vectors once for all its taps). The J x L
-// results go straight to channels-last outputs, or are transposed back into the output planes on `grid`.
+// results go straight to channels-last outputs, or are transposed back into the output planes on `grid`. A
+// whole block of L channels of a kernel up to 3 wide in channels last reads x in place instead
+// (channel_vector_rows_in_place).
 // Memory: x read once (plus halo rows per band), y written once; the staged rows stay in L1/L2.
 // Each output is one task's sum over the taps in (r, s) order: the same bits whatever the thread count.
 #pragma once
@@ -60,6 +64,17 @@ inline bool grouped_channel_vectors_apply(const DirectProblem& d, int64_t lanes)
   const int64_t G = d.C_per_group();
   return d.layout == Layout::channels_last && G > 1 && G == d.K_per_group() && lanes % G == 0 && d.S <= 3 &&
          d.dilation_w == 1 && d.stride_w <= 2 && channel_vector_sizes_fit(d);
+}
+
+// G permutations of L lanes: permutation c moves the lane of channel (l / G) * G + c, input channel c of lane
+// l's group, to lane l.
+template <typename T>
+std::vector<typename Simd<T>::Index> group_permutations(int64_t G) {
+  constexpr int64_t L = Simd<T>::lanes;
+  std::vector<typename Simd<T>::Index> lanes(G * L);
+  for (int64_t c = 0; c < G; ++c)
+    for (int64_t l = 0; l < L; ++l) lanes[c * L + l] = l / G * G + c;
+  return lanes;
 }
 
 // Output rows per task: the whole plane, or from channels-last input a band whose staged rows take about
@@ -175,7 +190,8 @@ void grouped_channel_vector_run(const T* x, const T* w, int64_t R, int64_t G, in
 template <typename T, int J>
 GroupedChannelVectorRun<T, J> choose_grouped_channel_vector_run(const DirectProblem& d) {
 #define TORCHCORR_GROUPED_CASE(KS)                                                                   \
-  if (d.S == KS) return d.stride_w == 1 ? &grouped_channel_vector_run<T, J, KS, 1> : &grouped_channel_vector_run<T, J, KS, 2>;
+  if (d.S == KS)                                                                                     \
+    return d.stride_w == 1 ? &grouped_channel_vector_run<T, J, KS, 1> : &grouped_channel_vector_run<T, J, KS, 2>;
   TORCHCORR_GROUPED_CASE(1) TORCHCORR_GROUPED_CASE(2) TORCHCORR_GROUPED_CASE(3)
 #undef TORCHCORR_GROUPED_CASE
   TORCH_INTERNAL_ASSERT(false, "grouped channel vectors: kernels up to 3 wide");
@@ -246,7 +262,9 @@ void stage_channels(const DirectProblem& d, const T* x, int64_t channels, int64_
 // first channel at pixel 0) into channels-last y (out: the same channel at output pixel 0). Runs whose windows
 // lie inside the image read it in place; the others (at the borders) copy their windows, zero outside, first.
 // Reading in place lets the loads of x overlap the arithmetic, which staging a band first does not (measured
-// 1.4x on 96 channels of 112x112 with stride 2, within noise on 28x28-56x56 planes).
+// 1.4x on 96 channels of 112x112 with stride 2, within noise on 28x28-56x56 planes). Kernels up to 3 wide
+// only: wider ones copy the windows of most runs at the borders of 7x7-14x14 planes (5x5 and 7x7 layers
+// measured 0.7-0.8x of the staged band there).
 template <typename T, int J>
 void channel_vector_rows_in_place(const DirectProblem& d, const T* image, const T* weights, typename Simd<T>::Vec bias,
                                   ChannelVectorRun<T, J> run_outputs, int64_t p0, int64_t rows, T* out) {
@@ -274,7 +292,8 @@ void channel_vector_rows_in_place(const DirectProblem& d, const T* image, const 
           for (int64_t t = 0; t < window_cols; ++t) {
             const int64_t w = w0 + t;
             const bool inside = h >= 0 && h < d.H && w >= 0 && w < d.W;
-            S::store(window.data() + (r * window_cols + t) * L, inside ? S::load(image + (h * d.W + w) * pixel) : S::zero());
+            S::store(window.data() + (r * window_cols + t) * L,
+                     inside ? S::load(image + (h * d.W + w) * pixel) : S::zero());
           }
         }
         run_outputs(window.data(), weights, d.R, d.S, window_cols * L, d.dilation_w * L, d.stride_w * L, bias, run);
@@ -303,11 +322,7 @@ void channel_vectors(const DirectProblem& d, const T* x, const T* w, WeightOrder
       }
     if (bias != nullptr) biases[k] = bias[k];
   }
-  // Groups: permutation c moves the staged lane of channel (l / G) * G + c, input channel c of lane l's group,
-  // to lane l.
-  std::vector<typename S::Index> group_lanes(G * L);
-  for (int64_t c = 0; c < G; ++c)
-    for (int64_t l = 0; l < L; ++l) group_lanes[c * L + l] = l / G * G + c;
+  const std::vector<typename S::Index> group_lanes = group_permutations<T>(G);
   const int64_t VW = virtual_extent(d.Q, d.stride_w, d.S, d.dilation_w), plane_out = grid.rows * grid.cols;
   const int64_t band = channel_vector_band(d, L, sizeof(T)), bands = div_up(d.P, band);
   const ChannelStrides out_strides = channel_strides(d.layout, C, plane_out);
@@ -326,7 +341,7 @@ void channel_vectors(const DirectProblem& d, const T* x, const T* w, WeightOrder
     T* channels_out = y + channel_start(d.layout, n, c0, C, plane_out);
     // Whole vectors of channels-last outputs go straight to y; the rest through `out`.
     const bool in_place = dense && d.layout == Layout::channels_last && channels == L;
-    if (in_place && G == 1) {
+    if (in_place && G == 1 && d.S <= 3) {
       return channel_vector_rows_in_place<T, J>(d, x + channel_start(d.layout, n, c0, C, d.H * d.W), weights, b,
                                                 run_outputs, p0, rows, channels_out);
     }
@@ -429,11 +444,8 @@ void channel_vectors_weight_grad(const DirectProblem& d, const T* gy, const T* x
   const int64_t C = d.C, G = d.C_per_group(), RS = d.R * d.S, blocks = div_up(C, L);
   const int64_t VW = virtual_extent(d.Q, d.stride_w, d.S, d.dilation_w);
   const int64_t tile_rows = d.S == 3 ? kTileRows<3> : d.S == 5 ? kTileRows<5> : kTileRows<7>;
-  // Groups: the sums of input channel c of every group in turn, its vectors permuted into place (as in
-  // channel_vectors).
-  std::vector<typename V::Index> group_lanes(G * L);
-  for (int64_t c = 0; c < G; ++c)
-    for (int64_t l = 0; l < L; ++l) group_lanes[c * L + l] = l / G * G + c;
+  // Groups: the sums of input channel c of every group in turn, its vectors permuted into place.
+  const std::vector<typename V::Index> group_lanes = group_permutations<T>(G);
   const int64_t band = channel_vector_band(d, L, sizeof(T));
   const ChannelStrides gy_strides = channel_strides(d.layout, C, d.P * d.Q);
   // Few blocks also split the images into slots, each summed into its own partial sums, which are added in slot
