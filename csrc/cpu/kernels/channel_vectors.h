@@ -110,11 +110,12 @@ void channel_vector_run(const T* x, const T* w, int64_t R, int64_t S, int64_t ro
 // The same for KS taps per row, column stride SW and dilation 1 (the depthwise layers of real models, and the
 // 1-4 taps of their input gradients' stride phases): a row's (J - 1) * SW + KS input vectors are loaded once
 // and each serves up to KS taps.
-template <typename T, int J, int KS, int SW>
+template <typename T, int J, int KS, int SW, bool Staged>
 void channel_vector_run_rows(const T* x, const T* w, int64_t R, int64_t, int64_t row_step, int64_t col_step, int64_t,
                              typename Simd<T>::Vec bias, typename Simd<T>::Vec* out) {
   using V = Simd<T>;
   constexpr int X = (J - 1) * SW + KS;
+  if constexpr (Staged) col_step = V::lanes;  // a constant: the loads' offsets are immediates
   typename V::Vec acc[J];
   for (int j = 0; j < J; ++j) acc[j] = bias;
   for (int64_t r = 0; r < R; ++r, w += KS * V::lanes) {
@@ -132,11 +133,15 @@ template <typename T, int J>
 using ChannelVectorRun = void (*)(const T*, const T*, int64_t, int64_t, int64_t, int64_t, int64_t,
                                   typename Simd<T>::Vec, typename Simd<T>::Vec*);
 
+// Staged: x is a staged row (a vector per column); else channels-last input read in place.
 template <typename T, int J>
-ChannelVectorRun<T, J> choose_channel_vector_run(const DirectProblem& d) {
+ChannelVectorRun<T, J> choose_channel_vector_run(const DirectProblem& d, bool staged = true) {
   if (d.dilation_w == 1 && (d.stride_w == 1 || d.stride_w == 2)) {
-#define TORCHCORR_ROWS_CASE(KS)                                                                   \
-  if (d.S == KS) return d.stride_w == 1 ? &channel_vector_run_rows<T, J, KS, 1> : &channel_vector_run_rows<T, J, KS, 2>;
+#define TORCHCORR_ROWS_CASE(KS)                                                                     \
+  if (d.S == KS && d.stride_w == 1)                                                                 \
+    return staged ? &channel_vector_run_rows<T, J, KS, 1, true> : &channel_vector_run_rows<T, J, KS, 1, false>; \
+  if (d.S == KS)                                                                                    \
+    return staged ? &channel_vector_run_rows<T, J, KS, 2, true> : &channel_vector_run_rows<T, J, KS, 2, false>;
     TORCHCORR_ROWS_CASE(1) TORCHCORR_ROWS_CASE(2) TORCHCORR_ROWS_CASE(3) TORCHCORR_ROWS_CASE(4)
     TORCHCORR_ROWS_CASE(5) TORCHCORR_ROWS_CASE(7)
 #undef TORCHCORR_ROWS_CASE
@@ -329,6 +334,7 @@ void channel_vectors(const DirectProblem& d, const T* x, const T* w, WeightOrder
   const bool dense = grid.step_h == 1 && grid.step_w == 1 && grid.first_h == 0 && grid.first_w == 0 &&
                      grid.cols == d.Q;
   const ChannelVectorRun<T, J> run_outputs = choose_channel_vector_run<T, J>(d);
+  const ChannelVectorRun<T, J> run_in_place = choose_channel_vector_run<T, J>(d, false);
   const GroupedChannelVectorRun<T, J> run_groups = G > 1 ? choose_grouped_channel_vector_run<T, J>(d) : nullptr;
 
   parallel_tasks(d.N * blocks * bands, band * d.Q * taps * L, [&](int64_t task) {
@@ -343,15 +349,15 @@ void channel_vectors(const DirectProblem& d, const T* x, const T* w, WeightOrder
     const bool in_place = dense && d.layout == Layout::channels_last && channels == L;
     if (in_place && G == 1 && d.S <= 3) {
       return channel_vector_rows_in_place<T, J>(d, x + channel_start(d.layout, n, c0, C, d.H * d.W), weights, b,
-                                                run_outputs, p0, rows, channels_out);
+                                                run_in_place, p0, rows, channels_out);
     }
     // Slack past the last row: a run of J outputs is always computed, and those past Q are dropped.
     thread_local std::vector<T> staged, out;
     stage_channels(d, x + channel_start(d.layout, n, c0, C, d.H * d.W), channels, p0 * d.stride_h,
                    virtual_extent(rows, d.stride_h, d.R, d.dilation_h), J * d.stride_w, staged);
     out.resize(rows * d.Q * L);
-    T* first_out = out.data();
-    const int64_t out_step = L;
+    T* first_out = in_place ? channels_out + p0 * d.Q * out_strides.pixel : out.data();
+    const int64_t out_step = in_place ? out_strides.pixel : L;
     alignas(64) typename S::Vec run[J];
     for (int64_t p = 0; p < rows; ++p) {
       const T* row = staged.data() + p * d.stride_h * VW * L;
@@ -366,6 +372,7 @@ void channel_vectors(const DirectProblem& d, const T* x, const T* w, WeightOrder
         for (int64_t j = 0; j < count; ++j) S::store(first_out + (p * d.Q + q0 + j) * out_step, run[j]);
       }
     }
+    if (in_place) return;
     if (dense) {
       return scatter_channel_vectors(out.data(), rows * d.Q, channels, channels_out + p0 * d.Q * out_strides.pixel,
                                      out_strides);
