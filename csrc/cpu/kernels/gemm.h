@@ -10,7 +10,8 @@
 // independent), so every output has one owner. A task walks K in KC steps (kGemmDepth, or the problem's
 // depth_block) and the batch, when reduced: it
 // packs the KC x NC panel of B into NR-wide strips and the MC x KC panel of A into MR-tall strips, zero-padded
-// to whole strips (an A shared by the batch, the weights, is packed once per call, before the tasks), then
+// to whole strips (an operand every task shares, the weights, is packed once per call, before the tasks;
+// operands whose strips already lie as packed ones do, are read in place: gemm() says which), then
 // runs the MR x NR register micro-kernel over every strip pair. The micro-kernel keeps
 // MR x NV vectors of C in registers (NR = NV vector lanes) and, per k, loads NV vectors of B and broadcasts MR
 // values of A. Memory: packed panels are sized for L2 (B) and L1 (one strip of A against one of B); C is read
