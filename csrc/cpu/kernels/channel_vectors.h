@@ -318,13 +318,19 @@ void channel_vectors(const DirectProblem& d, const T* x, const T* w, WeightOrder
   // packed[block][r][c][s][0..L) = the weight of output channel k = block*L + l for tap (r, s) of input channel c
   // of its group (flipped for the adjoint), 0 past C.
   std::vector<T> packed(blocks * taps * L, T(0)), biases(blocks * L, T(0));
+  // No division in the inner loops (divisions per weight made 768 channels of 7x7 kernels on 7x7 planes 1.3-1.5x slower).
   for (int64_t k = 0; k < C; ++k) {
-    for (int64_t c = 0; c < G; ++c)
-      for (int64_t rs = 0; rs < RS; ++rs) {
-        const int64_t from = order == WeightOrder::as_given ? (k * G + c) * RS + rs
-                                                            : ((k / G * G + c) * G + k % G) * RS + RS - 1 - rs;
-        packed[((k / L * d.R + rs / d.S) * G * d.S + c * d.S + rs % d.S) * L + k % L] = w[from];
-      }
+    const int64_t group_first = k / G * G, in_group = k % G;
+    T* const lane = packed.data() + k / L * taps * L + k % L;
+    for (int64_t c = 0; c < G; ++c) {
+      const T* const kernel =
+          order == WeightOrder::as_given ? w + (k * G + c) * RS : w + ((group_first + c) * G + in_group) * RS;
+      for (int64_t r = 0; r < d.R; ++r)
+        for (int64_t s = 0; s < d.S; ++s) {
+          const int64_t rs = r * d.S + s;
+          lane[((r * G + c) * d.S + s) * L] = order == WeightOrder::as_given ? kernel[rs] : kernel[RS - 1 - rs];
+        }
+    }
     if (bias != nullptr) biases[k] = bias[k];
   }
   const std::vector<typename S::Index> group_lanes = group_permutations<T>(G);
