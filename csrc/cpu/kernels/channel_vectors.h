@@ -318,7 +318,8 @@ void channel_vectors(const DirectProblem& d, const T* x, const T* w, WeightOrder
   // packed[block][r][c][s][0..L) = the weight of output channel k = block*L + l for tap (r, s) of input channel c
   // of its group (flipped for the adjoint), 0 past C.
   std::vector<T> packed(blocks * taps * L, T(0)), biases(blocks * L, T(0));
-  // No division in the inner loops (divisions per weight made 768 channels of 7x7 kernels on 7x7 planes 1.3-1.5x slower).
+  // No division in the inner loops (divisions per weight made 768 channels of 7x7 kernels on 7x7 planes
+  // 1.3-1.5x slower).
   for (int64_t k = 0; k < C; ++k) {
     const int64_t group_first = k / G * G, in_group = k % G;
     T* const lane = packed.data() + k / L * taps * L + k % L;
