@@ -101,7 +101,11 @@ PATHS = {
 FAMILIES = {"chosen": dict(), "direct": dict(gemm=False, winograd=False), "gemm": dict(gemm_everywhere=True)}
 # Activations (x, y and their gradients) as planes or channels_last: every kernel computes in channels_last
 # natively but the windowed GEMM's forward pass and input gradient (csrc/cpu/algorithm.h, compute_layout).
-LAYOUTS = {"planes": torch.contiguous_format, "channels_last": torch.channels_last}
+# The weights contiguous, or in channels_last too, as a model moved to channels_last holds them (the kernels
+# read them so, and write the weight gradient so where they can).
+LAYOUTS = {"planes": (torch.contiguous_format, torch.contiguous_format),
+           "channels_last": (torch.channels_last, torch.contiguous_format),
+           "channels_last_model": (torch.channels_last, torch.channels_last)}
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
@@ -112,13 +116,13 @@ def test_kernel_path_matches_conv2d(name, dtype, family, layout):
     """Every path with the algorithm the dispatcher chooses, with the direct kernels only (gemm off), and with
     the GEMM wherever it can run (csrc/cpu/algorithm.h), in both layouts."""
     with torchcorr.backends.cpu.flags(**FAMILIES[family]):
-        check_path(PATHS[name], dtype, LAYOUTS[layout])
+        check_path(PATHS[name], dtype, *LAYOUTS[layout])
 
 
-def check_path(problem, dtype, memory_format=torch.contiguous_format):
+def check_path(problem, dtype, memory_format=torch.contiguous_format, weight_format=torch.contiguous_format):
     generator = torch.Generator().manual_seed(7)
     x, w, b = problem.tensors(dtype, generator=generator)
-    x = x.contiguous(memory_format=memory_format)
+    x, w = x.contiguous(memory_format=memory_format), w.contiguous(memory_format=weight_format)
     config = problem.config()
     grad_output = torch.randn(oracle(x, w, b, **config).shape, dtype=torch.float64, generator=generator)
     grad_output = grad_output.contiguous(memory_format=memory_format)
@@ -127,8 +131,9 @@ def check_path(problem, dtype, memory_format=torch.contiguous_format):
     for got, want in zip(actual, expected):
         assert got.dtype == dtype
         assert_matches(got, want, dtype)
-    # y and gx come back in the layout of x and grad_output, as torch's (unless those are both: one channel or pixel)
-    for result, operand in zip(actual[:2], (x, grad_output)):
+    # y, gx and gw come back in the layout of x, grad_output and x, as torch's y and gx (unless those are both: one
+    # channel or pixel), and gw in channels_last as a model in channels_last holds its weights
+    for result, operand in zip(actual[:3], (x, grad_output, x)):
         if not (operand.is_contiguous() and operand.is_contiguous(memory_format=torch.channels_last)):
             assert result.is_contiguous(memory_format=memory_format)
 
@@ -169,7 +174,7 @@ WINOGRAD_PATHS = {
 def test_winograd_path_matches_conv2d(name, winograd, layout):
     """float32 with Winograd on (the forward pass and input gradient take it) and off (direct)."""
     with torchcorr.backends.cpu.flags(winograd=winograd):
-        check_path(WINOGRAD_PATHS[name], torch.float32, LAYOUTS[layout])
+        check_path(WINOGRAD_PATHS[name], torch.float32, *LAYOUTS[layout])
 
 
 def winograd_and_direct(problem, dtype, generator):

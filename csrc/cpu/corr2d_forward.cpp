@@ -22,12 +22,13 @@ at::Tensor corr2d_forward_cpu(const at::Tensor& input, const at::Tensor& weight,
   const auto compute = compute_dtype(input.scalar_type());
   const Layout layout = compute_layout(p, Op::forward, compute, result);
   const Algorithm algorithm = choose_algorithm(p, Op::forward, compute, layout);
-  const auto x = to_compute(input, layout), w = to_compute(weight);
+  const auto x = to_compute(input, layout), w = to_compute_weights(weight);
   const auto b = bias.has_value() ? std::optional<at::Tensor>(to_compute(*bias)) : std::nullopt;
   if (algorithm == Algorithm::gemm) return to_result(gemm_forward(p, layout, x, w, b), input.scalar_type(), result);
   auto y = empty_activation({p.N, p.K, p.P, p.Q}, x.options(), layout);
   auto d = forward_problem(p);
   d.layout = layout;
+  d.weights = weight_layout(w);
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "corr2d_forward_cpu", [&] {
     const auto& kernels = cpu_kernels().of<scalar_t>();
     const scalar_t* b_data = b ? b->const_data_ptr<scalar_t>() : nullptr;

@@ -44,7 +44,7 @@ at::Tensor corr2d_input_grad_cpu(const at::Tensor& grad_output, const at::Tensor
   const auto compute = compute_dtype(grad_output.scalar_type());
   const Layout layout = compute_layout(p, Op::input_grad, compute, result);
   const Algorithm algorithm = choose_algorithm(p, Op::input_grad, compute, layout);
-  const auto gy = to_compute(grad_output, layout), w = to_compute(weight);
+  const auto gy = to_compute(grad_output, layout), w = to_compute_weights(weight);
   if (algorithm == Algorithm::gemm)
     return to_result(gemm_input_grad(p, layout, gy, w), grad_output.scalar_type(), result);
   const bool strided = p.stride_h > 1 || p.stride_w > 1;
@@ -54,6 +54,7 @@ at::Tensor corr2d_input_grad_cpu(const at::Tensor& grad_output, const at::Tensor
     if (strided) return strided_input_grad<scalar_t>(p, layout, gy, w, gx);
     auto d = input_grad_problem(p);
     d.layout = layout;
+    d.weights = weight_layout(w);
     const auto& kernels = cpu_kernels().of<scalar_t>();
     if (algorithm == Algorithm::winograd) {
       return kernels.winograd(d, winograd_output_tile(p), gy.const_data_ptr<scalar_t>(),

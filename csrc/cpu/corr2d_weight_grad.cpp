@@ -80,12 +80,18 @@ at::Tensor corr2d_weight_grad_cpu(const at::Tensor& grad_output, const at::Tenso
   const Algorithm algorithm = choose_algorithm(p, Op::weight_grad, compute, layout);
   if (algorithm == Algorithm::gemm)
     return to_result(gemm_weight_grad(p, layout, gy, x), grad_output.scalar_type(), result);
-  auto gw = at::empty({p.K, p.C_per_group(), p.R, p.S}, gy.options());
+  // Channels last where the result is (where the kernel writes it so, no copy follows).
+  const WeightLayout wanted = result == at::MemoryFormat::ChannelsLast ? WeightLayout::krsc : WeightLayout::kcrs;
+  const int64_t Cg = p.C_per_group();
+  auto gw = at::empty({p.K, Cg, p.R, p.S}, gy.options());
+  WeightLayout written = WeightLayout::kcrs;
   AT_DISPATCH_FLOATING_TYPES(gy.scalar_type(), "corr2d_weight_grad_cpu", [&] {
     const auto& kernels = cpu_kernels().of<scalar_t>();
     const auto kernel = algorithm == Algorithm::winograd ? kernels.winograd_weight_grad : kernels.weight_grad;
-    kernel(p, layout, gy.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(), gw.mutable_data_ptr<scalar_t>());
+    written = kernel(p, layout, gy.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(),
+                     gw.mutable_data_ptr<scalar_t>(), wanted);
   });
+  if (written == WeightLayout::krsc) gw = gw.view({p.K, p.R, p.S, Cg}).permute({0, 3, 1, 2});
   return to_result(gw, grad_output.scalar_type(), result);
 }
 

@@ -20,6 +20,16 @@ inline at::Tensor to_compute(const at::Tensor& t, Layout layout = Layout::planes
   return t.to(compute_dtype(t.scalar_type())).contiguous(memory_format(layout));
 }
 
+// The weights in the compute dtype, contiguous or channels last as they come (no copy; a model in channels_last
+// holds its weights so), else copied to contiguous.
+inline at::Tensor to_compute_weights(const at::Tensor& w) {
+  const auto t = w.to(compute_dtype(w.scalar_type()));
+  return t.is_contiguous() || t.is_contiguous(at::MemoryFormat::ChannelsLast) ? t : t.contiguous();
+}
+inline WeightLayout weight_layout(const at::Tensor& w) {
+  return w.is_contiguous() ? WeightLayout::kcrs : WeightLayout::krsc;
+}
+
 // An uninitialised N x C x H x W activation in the given layout.
 inline at::Tensor empty_activation(at::IntArrayRef sizes, const at::TensorOptions& options, Layout layout) {
   return at::empty(sizes, options.memory_format(memory_format(layout)));

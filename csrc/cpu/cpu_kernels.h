@@ -25,8 +25,9 @@ struct KernelsFor {
   // after another, or depthwise layers all phases at once (kernels/channel_vectors.h).
   void (*input_grad_phases)(const std::vector<InputGradPhase<T>>& phases, const T* gy, T* gx);
   // gw (K x C/groups x R x S) from gy and x dense in `layout`, in an order fixed by the sizes
-  // (kernels/weight_grad.h).
-  void (*weight_grad)(const Corr2dProblem& p, Layout layout, const T* gy, const T* x, T* gw);
+  // (kernels/weight_grad.h); stored as `wanted` where the kernel can (returns the layout it wrote).
+  WeightLayout (*weight_grad)(const Corr2dProblem& p, Layout layout, const T* gy, const T* x, T* gw,
+                              WeightLayout wanted);
   // C (+)= A · B, batched or summed over the batch, cache-blocked (kernels/gemm.h): 1x1 layers.
   void (*gemm)(const GemmProblem<T>& problem);
   // y as direct_correlation computes it, for stride-1 3x3 problems of one group, by Winograd's F(m x m, 3x3)
@@ -34,7 +35,8 @@ struct KernelsFor {
   void (*winograd)(const DirectProblem& d, int output_tile, const T* x, const T* w, WeightOrder order,
                    const T* bias, T* y);
   // gw as weight_grad computes it, for stride-1 3x3 layers of one group, by Winograd's F(3x3, 2x2).
-  void (*winograd_weight_grad)(const Corr2dProblem& p, Layout layout, const T* gy, const T* x, T* gw);
+  WeightLayout (*winograd_weight_grad)(const Corr2dProblem& p, Layout layout, const T* gy, const T* x, T* gw,
+                                       WeightLayout wanted);
 };
 
 struct CpuKernels {

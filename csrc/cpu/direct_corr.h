@@ -31,6 +31,11 @@ inline int64_t channel_start(Layout layout, int64_t n, int64_t c, int64_t channe
   return layout == Layout::channels_last ? n * pixels * channels + c : (n * channels + c) * pixels;
 }
 
+// How the stored kernel w[a, b, r, s] (a: output channel, b: input channel of its group) is laid out: torch's
+// contiguous (a, b, r, s), or channels last (a, r, s, b), as a model in channels_last holds its weights (reading
+// them so costs nothing; a copy to contiguous cost 1.3 ms per 512-channel 3x3 layer and call).
+enum class WeightLayout { kcrs, krsc };
+
 struct DirectProblem {
   int64_t N, C, H, W;  // real input planes
   int64_t K, R, S, groups;
@@ -38,6 +43,7 @@ struct DirectProblem {
   int64_t stride_h, stride_w, dilation_h, dilation_w;
   int64_t offset_h, offset_w;
   Layout layout = Layout::planes;
+  WeightLayout weights = WeightLayout::kcrs;
 
   int64_t C_per_group() const { return C / groups; }
   int64_t K_per_group() const { return K / groups; }
@@ -71,6 +77,15 @@ inline DirectProblem input_grad_problem(const Corr2dProblem& p) {
 // How w holds the kernel: as given (K x C/groups x R x S), or as the forward kernel whose adjoint is wanted
 // (C x K/groups x R x S, read as w'[g*Kg + k, c, r, s] = w[g*Cg + c, k, R-1-r, S-1-s]; see input_grad_problem).
 enum class WeightOrder { as_given, adjoint };
+
+// Element strides of the stored kernel's axes: a, b and tap r*S + s (see WeightLayout).
+struct WeightStrides {
+  int64_t out, in, tap;
+};
+inline WeightStrides weight_strides(const DirectProblem& d, WeightOrder order) {
+  const int64_t in = order == WeightOrder::as_given ? d.C_per_group() : d.K_per_group(), RS = d.R * d.S;
+  return d.weights == WeightLayout::krsc ? WeightStrides{RS * in, 1, in} : WeightStrides{in * RS, RS, 1};
+}
 
 // Where the outputs go: output (p, q) is element (p*step_h + first_h, q*step_w + first_w) of planes of
 // rows x cols (the input gradient of a strided correlation is computed one stride phase at a time).

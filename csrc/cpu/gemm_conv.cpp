@@ -85,10 +85,11 @@ at::Tensor gemm_forward(const Corr2dProblem& p, Layout layout, const at::Tensor&
     return y;
   }
   const ConvWindows windows = forward_windows(p, false);
+  const auto kernels = w.contiguous();  // K x (C, R, S)
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "gemm_forward_cpu", [&] {
     GemmOperand<scalar_t> b = images<scalar_t>(pixels);
     if (!is_pointwise(p)) b.windows = &windows;
-    run_gemm<scalar_t>({p.K, p.P * p.Q, p.C * p.R * p.S, p.N, false, matrix<scalar_t>(w, p.K), b,
+    run_gemm<scalar_t>({p.K, p.P * p.Q, p.C * p.R * p.S, p.N, false, matrix<scalar_t>(kernels, p.K), b,
                         y.mutable_data_ptr<scalar_t>(), p.P * p.Q, p.K * p.P * p.Q, GemmStart::row_bias,
                         bias_data<scalar_t>(bias)});
   });
@@ -149,20 +150,21 @@ at::Tensor gemm_input_grad(const Corr2dProblem& p, Layout layout, const at::Tens
 at::Tensor gemm_weight_grad(const Corr2dProblem& p, Layout layout, const at::Tensor& gy, const at::Tensor& x) {
   const auto pixels = is_pointwise(p) ? read_pixels(p, layout, x) : x;
   ConvWindows windows = forward_windows(p, true);
-  auto gw = at::zeros({p.K, p.C, p.R, p.S}, gy.options());
-  AT_DISPATCH_FLOATING_TYPES(gy.scalar_type(), "gemm_weight_grad_cpu", [&] {
-    if (layout == Layout::channels_last && !is_pointwise(p)) {
-      // gw (K x R*S*C) = sum_n gy[n] (K x P*Q, read across) · X[n]^T, taps (r, s, c) as channels-last windows hold
-      // them, then reordered to (c, r, s).
-      windows.channels_last = p.C;
+  if (layout == Layout::channels_last && !is_pointwise(p)) {
+    // gw (K x R*S*C) = sum_n gy[n] (K x P*Q, read across) · X[n]^T, taps (r, s, c) as channels-last windows hold
+    // them: gw in channels last.
+    windows.channels_last = p.C;
+    auto gw_rsc = at::zeros({p.K, p.R, p.S, p.C}, gy.options());
+    AT_DISPATCH_FLOATING_TYPES(gy.scalar_type(), "gemm_weight_grad_cpu", [&] {
       const GemmOperand<scalar_t> a{gy.const_data_ptr<scalar_t>(), 1, p.K, p.P * p.Q * p.K};
       const GemmOperand<scalar_t> b{x.const_data_ptr<scalar_t>(), 0, 0, p.H * p.W * p.C, &windows};
-      auto gw_rsc = at::zeros({p.K, p.R, p.S, p.C}, gy.options());
       run_gemm<scalar_t>({p.K, p.C * p.R * p.S, p.P * p.Q, p.N, true, a, b, gw_rsc.mutable_data_ptr<scalar_t>(),
                           p.C * p.R * p.S, 0});
-      gw.copy_(gw_rsc.permute({0, 3, 1, 2}));
-      return;
-    }
+    });
+    return gw_rsc.permute({0, 3, 1, 2});
+  }
+  auto gw = at::zeros({p.K, p.C, p.R, p.S}, gy.options());
+  AT_DISPATCH_FLOATING_TYPES(gy.scalar_type(), "gemm_weight_grad_cpu", [&] {
     if (layout == Layout::channels_last) {
       // gw (K x C) = gy^T (K x pixels) · x (pixels x C), or, when C is few and K more, its transpose, which puts
       // K across the vector lanes (columns) instead of a mostly padded C (16 -> 96 channels: 2x faster as

@@ -18,7 +18,8 @@
 
 namespace torchcorr::cpu {
 
-// Operands dense in `layout` (weights and bias contiguous); results in `layout`.
+// Operands dense in `layout` (weights contiguous or channels last, bias contiguous); results in `layout` (the
+// weight gradient in channels last as (K, R, S, C) where that is how it is computed).
 at::Tensor gemm_forward(const Corr2dProblem& p, Layout layout, const at::Tensor& x, const at::Tensor& w,
                         const std::optional<at::Tensor>& bias);
 at::Tensor gemm_input_grad(const Corr2dProblem& p, Layout layout, const at::Tensor& gy, const at::Tensor& w);

@@ -37,7 +37,8 @@ inline PhaseTaps phase_taps(int64_t first, int64_t size, int64_t kernel, int64_t
   return phase;
 }
 
-// taps[g*Cg + c, k, r', s'] = w[g*Kg + k, c, rows.taps[r'], cols.taps[s']] (contiguous, C x Kg x R' x S').
+// taps[g*Cg + c, k, r', s'] = w[g*Kg + k, c, rows.taps[r'], cols.taps[s']] (contiguous, C x Kg x R' x S'), from w
+// contiguous or channels last.
 inline at::Tensor phase_weights(const Corr2dProblem& p, const at::Tensor& w, const PhaseTaps& rows,
                                 const PhaseTaps& cols) {
   const int64_t Kg = p.K_per_group(), Cg = p.C_per_group(), R = rows.taps.size(), S = cols.taps.size();
@@ -48,9 +49,11 @@ inline at::Tensor phase_weights(const Corr2dProblem& p, const at::Tensor& w, con
     // 16 x 16 tiles of (c, k): the tile's reads of w and its writes of taps both stay within a few KB.
     constexpr int64_t kTile = 16;
     const int64_t c_tiles = div_up(Cg, kTile), k_tiles = div_up(Kg, kTile), RS = p.R * p.S, taps_per = R * S;
+    const bool channels_last = !w.is_contiguous();
+    const int64_t k_stride = Cg * RS, c_stride = channels_last ? 1 : RS, tap_stride = channels_last ? Cg : 1;
     std::vector<int64_t> offsets;  // the phase's taps within a kernel, in (r', s') order
     for (int64_t r : rows.taps)
-      for (int64_t s : cols.taps) offsets.push_back(r * p.S + s);
+      for (int64_t s : cols.taps) offsets.push_back((r * p.S + s) * tap_stride);
     at::parallel_for(0, p.groups * c_tiles * k_tiles, 1, [&](int64_t begin, int64_t end) {
       const int64_t* offset = offsets.data();
       for (int64_t tile = begin; tile < end; ++tile) {
@@ -58,9 +61,9 @@ inline at::Tensor phase_weights(const Corr2dProblem& p, const at::Tensor& w, con
         const int64_t k0 = tile % k_tiles * kTile;
         const int64_t k1 = std::min(Kg, k0 + kTile);
         for (int64_t c = c0; c < std::min(Cg, c0 + kTile); ++c) {
-          const scalar_t* kernel = from + ((g * Kg + k0) * Cg + c) * RS;
+          const scalar_t* kernel = from + (g * Kg + k0) * k_stride + c * c_stride;
           scalar_t* phase = to + ((g * Cg + c) * Kg + k0) * taps_per;
-          for (int64_t k = k0; k < k1; ++k, kernel += Cg * RS, phase += taps_per)
+          for (int64_t k = k0; k < k1; ++k, kernel += k_stride, phase += taps_per)
             for (int64_t i = 0; i < taps_per; ++i) phase[i] = kernel[offset[i]];
         }
       }

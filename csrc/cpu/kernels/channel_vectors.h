@@ -320,16 +320,17 @@ void channel_vectors(const DirectProblem& d, const T* x, const T* w, WeightOrder
   std::vector<T> packed(blocks * taps * L, T(0)), biases(blocks * L, T(0));
   // No division in the inner loops (divisions per weight made 768 channels of 7x7 kernels on 7x7 planes
   // 1.3-1.5x slower).
+  const WeightStrides ws = weight_strides(d, order);
   for (int64_t k = 0; k < C; ++k) {
     const int64_t group_first = k / G * G, in_group = k % G;
     T* const lane = packed.data() + k / L * taps * L + k % L;
     for (int64_t c = 0; c < G; ++c) {
-      const T* const kernel =
-          order == WeightOrder::as_given ? w + (k * G + c) * RS : w + ((group_first + c) * G + in_group) * RS;
+      const T* const kernel = order == WeightOrder::as_given ? w + k * ws.out + c * ws.in
+                                                             : w + (group_first + c) * ws.out + in_group * ws.in;
       for (int64_t r = 0; r < d.R; ++r)
         for (int64_t s = 0; s < d.S; ++s) {
-          const int64_t rs = r * d.S + s;
-          lane[((r * G + c) * d.S + s) * L] = order == WeightOrder::as_given ? kernel[rs] : kernel[RS - 1 - rs];
+          const int64_t rs = r * d.S + s, tap = order == WeightOrder::as_given ? rs : RS - 1 - rs;
+          lane[((r * G + c) * d.S + s) * L] = kernel[tap * ws.tap];
         }
     }
     if (bias != nullptr) biases[k] = bias[k];
@@ -452,7 +453,7 @@ void channel_vector_kernel_rows(const DirectProblem& d, int64_t rows_out, const 
 }
 
 template <typename T>
-void channel_vectors_weight_grad(const DirectProblem& d, const T* gy, const T* x, T* gw) {
+void channel_vectors_weight_grad(const DirectProblem& d, const T* gy, const T* x, T* gw, WeightLayout gw_layout) {
   using V = Simd<T>;
   constexpr int64_t L = V::lanes;
   const int64_t C = d.C, G = d.C_per_group(), RS = d.R * d.S, blocks = div_up(C, L);
@@ -489,13 +490,15 @@ void channel_vectors_weight_grad(const DirectProblem& d, const T* gy, const T* x
           }
       }
   });
-  for (int64_t k = 0; k < C; ++k)  // gw[k][c][r][s], k output channel, c input channel of its group
+  // gw[k][c][r][s] (or gw[k][r][s][c]), k output channel, c input channel of its group
+  const int64_t c_step = gw_layout == WeightLayout::krsc ? 1 : RS, rs_step = gw_layout == WeightLayout::krsc ? G : 1;
+  for (int64_t k = 0; k < C; ++k)
     for (int64_t c = 0; c < G; ++c)
       for (int64_t rs = 0; rs < RS; ++rs) {
         T sum = 0;
         for (int64_t slot = 0; slot < slots; ++slot)
           sum += partials[(((k / L * slots + slot) * G + c) * RS + rs) * L + k % L];
-        gw[(k * G + c) * RS + rs] = sum;
+        gw[k * G * RS + c * c_step + rs * rs_step] = sum;
       }
 }
 

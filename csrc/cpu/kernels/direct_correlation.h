@@ -85,12 +85,18 @@ std::vector<T> pack_weights(const DirectProblem& d, const T* w, WeightOrder orde
   parallel_tasks(d.groups * blocks, taps * block_size, [&](int64_t task) {
     const int64_t g = task / blocks, k0 = task % blocks * block_size, channels = std::min(block_size, Kg - k0);
     T* out = packed.data() + task * taps * block_size;
-    if (order == WeightOrder::as_given)
-      return transpose(w + (g * Kg + k0) * taps, taps, channels, taps, out, block_size);
-    for (int64_t c = 0; c < Cg; ++c)  // the adjoint reads channels' flipped kernels (contiguous for each c)
-      for (int64_t k = 0; k < channels; ++k)
-        for (int64_t rs = 0; rs < RS; ++rs)
-          out[(c * RS + rs) * block_size + k] = w[((g * Cg + c) * Kg + k0 + k) * RS + RS - 1 - rs];
+    if (order == WeightOrder::as_given) {
+      if (d.weights == WeightLayout::kcrs) return transpose(w + (g * Kg + k0) * taps, taps, channels, taps, out, block_size);
+      for (int64_t rs = 0; rs < RS; ++rs)  // channels last: one channels x Cg transpose per tap
+        transpose(w + (g * Kg + k0) * taps + rs * Cg, taps, channels, Cg, out + rs * block_size, RS * block_size);
+      return;
+    }
+    const WeightStrides ws = weight_strides(d, order);  // the adjoint reads the channels' flipped kernels
+    for (int64_t c = 0; c < Cg; ++c)
+      for (int64_t rs = 0; rs < RS; ++rs) {
+        const T* kernel = w + (g * Cg + c) * ws.out + k0 * ws.in + (RS - 1 - rs) * ws.tap;
+        for (int64_t k = 0; k < channels; ++k) out[(c * RS + rs) * block_size + k] = kernel[k * ws.in];
+      }
   });
   return packed;
 }

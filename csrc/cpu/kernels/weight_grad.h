@@ -220,30 +220,36 @@ constexpr int64_t kMaxPixelSumOutputs = 16384;
 // with few outputs (few output channels: single channel, depthwise, LeNet; or few taps: stems); else output
 // channels across the lanes (dense layers).
 template <typename T>
-void weight_grad_kernel(const Corr2dProblem& p, Layout activations, const T* gy, const T* x, T* gw) {
+WeightLayout weight_grad_kernel(const Corr2dProblem& p, Layout activations, const T* gy, const T* x, T* gw,
+                                WeightLayout wanted) {
   using S = Simd<T>;
   DirectProblem d = forward_problem(p);
   d.layout = activations;
   const int64_t Kg = p.K_per_group();
   std::fill(gw, gw + p.K * p.C_per_group() * p.R * p.S, T(0));
-  if (p.N * p.P == 0 || p.K == 0) return;
-  if (channel_vectors_weight_grad_applies(d, S::lanes, sizeof(T))) return channel_vectors_weight_grad(d, gy, x, gw);
+  if (p.N * p.P == 0 || p.K == 0) return WeightLayout::kcrs;
+  if (channel_vectors_weight_grad_applies(d, S::lanes, sizeof(T))) {
+    channel_vectors_weight_grad(d, gy, x, gw, wanted);
+    return wanted;
+  }
   const int64_t grad_row_bytes = (Kg + 2 * S::lanes) * (p.Q + p.S * p.dilation_w) * sizeof(T);
   const int64_t rows = balanced_rows(p.P, staged_rows(d, grad_row_bytes, sizeof(T)));
   const StagedLayout layout = make_layout(d, rows);
   const Units units{rows, div_up(p.P, rows), p.N * div_up(p.P, rows)};
   if (Kg < S::lanes || Kg * p.C_per_group() * p.R * p.S <= kMaxPixelSumOutputs) {
     switch (std::min<int64_t>(Kg, 4)) {
-      case 1: return weight_grad_few_outputs<T, 1>(d, layout, units, gy, x, gw);
-      case 2: return weight_grad_few_outputs<T, 2>(d, layout, units, gy, x, gw);
-      case 3: return weight_grad_few_outputs<T, 3>(d, layout, units, gy, x, gw);
-      default: return weight_grad_few_outputs<T, 4>(d, layout, units, gy, x, gw);
+      case 1: weight_grad_few_outputs<T, 1>(d, layout, units, gy, x, gw); break;
+      case 2: weight_grad_few_outputs<T, 2>(d, layout, units, gy, x, gw); break;
+      case 3: weight_grad_few_outputs<T, 3>(d, layout, units, gy, x, gw); break;
+      default: weight_grad_few_outputs<T, 4>(d, layout, units, gy, x, gw);
     }
+    return WeightLayout::kcrs;
   }
   // Four vectors of channels per tile where there are that many: fewer broadcasts per multiply-add.
-  if (Kg >= 4 * S::lanes) return weight_grad_dense<T, 4>(d, layout, units, gy, x, gw);
-  if (Kg > S::lanes) return weight_grad_dense<T, 2>(d, layout, units, gy, x, gw);
-  return weight_grad_dense<T, 1>(d, layout, units, gy, x, gw);
+  if (Kg >= 4 * S::lanes) weight_grad_dense<T, 4>(d, layout, units, gy, x, gw);
+  else if (Kg > S::lanes) weight_grad_dense<T, 2>(d, layout, units, gy, x, gw);
+  else weight_grad_dense<T, 1>(d, layout, units, gy, x, gw);
+  return WeightLayout::kcrs;
 }
 
 TORCHCORR_ISA_END

@@ -181,8 +181,13 @@ void winograd_correlation_tiles(const DirectProblem& d, const T* x, const T* w, 
   T* const taps = U + k_strips * u_strip;
   parallel_tasks(div_up(C, L), K * 9 * L, [&](int64_t chunk) {
     const int64_t c0 = chunk * L, c1 = std::min(C, c0 + L);
-    if (order == WeightOrder::as_given) {  // L channels of every kernel: whole L x L register transposes
+    if (order == WeightOrder::as_given && d.weights == WeightLayout::krsc) {  // w[k, r, s, c]: one transpose per tap
+      for (int rs = 0; rs < 9; ++rs) transpose(w + rs * C + c0, 9 * C, K, c1 - c0, taps + c0 * 9 * K_pad + rs * K_pad, 9 * K_pad);
+    } else if (order == WeightOrder::as_given) {  // L channels of every kernel: whole L x L register transposes
       transpose(w + c0 * 9, C * 9, K, (c1 - c0) * 9, taps + c0 * 9 * K_pad, K_pad);
+    } else if (d.weights == WeightLayout::krsc) {  // w'[k, c](r, s) = w[c, 2 - r, 2 - s, k]: rows of K
+      for (int64_t c = c0; c < c1; ++c)
+        for (int rs = 0; rs < 9; ++rs) std::copy_n(w + (c * 9 + 8 - rs) * K, K, taps + (c * 9 + rs) * K_pad);
     } else {  // w'[k, c](r, s) = w[c, k](2 - r, 2 - s)
       for (int64_t c = c0; c < c1; ++c) {
         T* const row = taps + c * 9 * K_pad;
@@ -300,7 +305,8 @@ constexpr int64_t kWinogradGradDepth = 64;
 // channels across the lanes), then summed into M in tile order; gw is transformed back from M at the end.
 // Deterministic: every sum runs in an order fixed by the sizes.
 template <typename T, int m>
-void winograd_weight_grad_tiles(const Corr2dProblem& p, Layout layout, const T* gy, const T* x, T* gw) {
+void winograd_weight_grad_tiles(const Corr2dProblem& p, Layout layout, const T* gy, const T* x, T* gw,
+                                WeightLayout gw_layout) {
   using S = Simd<T>;
   using Vec = typename S::Vec;
   using Mat = WinogradMatrices<m>;
@@ -352,6 +358,7 @@ void winograd_weight_grad_tiles(const Corr2dProblem& p, Layout layout, const T* 
   }
   // gw[k, c] = A'^T M[.][k][c] A', the columns of M across the lanes.
   const int64_t rows = std::min(C, K), cols = std::max(C, K);
+  const int64_t c_step = gw_layout == WeightLayout::krsc ? 1 : 9, rs_step = gw_layout == WeightLayout::krsc ? C : 1;
   parallel_tasks(rows, E * cols, [&](int64_t row) {
     for (int64_t j0 = 0; j0 < cols; j0 += L) {
       Vec prod[E], taps[9];
@@ -359,17 +366,19 @@ void winograd_weight_grad_tiles(const Corr2dProblem& p, Layout layout, const T* 
       apply_both_sides<3, a, Vec, T>(Grad::AT, prod, taps);
       for (int64_t l = 0; l < std::min<int64_t>(L, cols - j0); ++l) {
         const int64_t k = C >= K ? row : j0 + l, c = C >= K ? j0 + l : row;
-        for (int rs = 0; rs < 9; ++rs) gw[(k * C + c) * 9 + rs] = taps[rs][l];
+        for (int rs = 0; rs < 9; ++rs) gw[k * C * 9 + c * c_step + rs * rs_step] = taps[rs][l];
       }
     }
   });
 }
 
 template <typename T>
-void winograd_weight_grad(const Corr2dProblem& p, Layout layout, const T* gy, const T* x, T* gw) {
+WeightLayout winograd_weight_grad(const Corr2dProblem& p, Layout layout, const T* gy, const T* x, T* gw,
+                                  WeightLayout wanted) {
   TORCH_INTERNAL_ASSERT(p.R == 3 && p.S == 3 && p.stride_h == 1 && p.stride_w == 1 && p.dilation_h == 1 &&
                         p.dilation_w == 1 && p.groups == 1);
-  winograd_weight_grad_tiles<T, 2>(p, layout, gy, x, gw);
+  winograd_weight_grad_tiles<T, 2>(p, layout, gy, x, gw, wanted);
+  return wanted;
 }
 
 // The output tile m: F(4x4) unless told otherwise (algorithm.h chooses).
