@@ -48,6 +48,9 @@ struct GemmProblem {
   const T* bias = nullptr;
   // Depth summed in registers before C is updated (0: kGemmDepth, gemm.h); shorter runs round less.
   int64_t depth_block = 0;
+  // Read A stored transposed (unit row stride) and B with unit column stride where they are, as reduced
+  // products do: for operands that are streamed once over a long depth (Winograd's weight gradient).
+  bool in_place = false;
 };
 
 }  // namespace torchcorr::cpu

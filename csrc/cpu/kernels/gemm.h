@@ -88,14 +88,14 @@ void gemm_tile(int64_t depth, const T* a, int64_t a_step, const T* b, int64_t b_
     }
 }
 
-// to[0..count) = from[0..count), count <= Run: a whole run as fixed-size vector moves (a library call per
-// run of a strip's 12-32 values measured a sixth of a small product's time).
+// to[0..count) = from[0..count), count <= Run: a whole run as fixed-size vector moves, a shorter one by a loop (a
+// library call per run of a strip's 12-32 values measured a sixth of a small product's time).
 template <int64_t Run, typename T>
 inline void copy_run(const T* from, int64_t count, T* to) {
   if (count == Run) {
     for (int64_t i = 0; i < Run; ++i) to[i] = from[i];
   } else {
-    std::copy(from, from + count, to);
+    for (int64_t i = 0; i < count; ++i) to[i] = from[i];
   }
 }
 
@@ -317,8 +317,8 @@ void gemm(const GemmProblem<T>& g) {
   // memory once, A stored transposed (unit row stride: a strip's MR values of one k lie together, as packed)
   // and B with unit column stride (measured on channels-last 1x1 weight gradients: up to 2x faster than packing).
   const bool rows_apart_a = !shared_a && g.a.windows == nullptr && g.a.col_stride == 1 && g.K <= kGemmMaxInPlaceDepth;
-  const bool columns_a = !shared_a && g.reduced && g.a.windows == nullptr && g.a.row_stride == 1;
-  const bool in_place_b = g.reduced && g.b.windows == nullptr && g.b.col_stride == 1;
+  const bool columns_a = !shared_a && (g.reduced || g.in_place) && g.a.windows == nullptr && g.a.row_stride == 1;
+  const bool in_place_b = (g.reduced || g.in_place) && g.b.windows == nullptr && g.b.col_stride == 1;
   const int64_t a_panel = div_up(std::min(g.M, row_block), MR) * MR * depth_max;
   const int64_t b_panel = div_up(std::min(g.N, col_block), NR) * NR * depth_max;
   std::vector<T> a_shared(shared_a ? row_blocks * depth_blocks * a_panel : 0);

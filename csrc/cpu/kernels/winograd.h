@@ -350,10 +350,10 @@ void winograd_weight_grad_tiles(const Corr2dProblem& p, Layout layout, const T* 
     const GemmOperand<T> by_k{Ugy, 1, K_pad, g_stride}, by_c{V, 1, C_pad, v_stride};
     if (C >= K) {  // M[e] = Ugy[e] (K x tiles) · V[e] (tiles x C)
       gemm<T>({K, C, count, E, false, by_k, {V, C_pad, 1, v_stride}, M, C, K * C, GemmStart::accumulate, nullptr,
-               kWinogradGradDepth});
+               kWinogradGradDepth, true});
     } else {  // M[e]^T = V[e]^T (C x tiles) · Ugy[e]^T (tiles x K)
       gemm<T>({C, K, count, E, false, by_c, {Ugy, K_pad, 1, g_stride}, M, K, K * C, GemmStart::accumulate, nullptr,
-               kWinogradGradDepth});
+               kWinogradGradDepth, true});
     }
   }
   // gw[k, c] = A'^T M[.][k][c] A', the columns of M across the lanes.
