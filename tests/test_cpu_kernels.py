@@ -78,6 +78,10 @@ PATHS = {
     "gemm_deep": P(1, 300, 7, 7, 40, 1, 1, (1, 1), (0, 0), (1, 1), 1, True),
     "gemm_many_rows": P(2, 24, 5, 5, 600, 1, 1, (1, 1), (0, 0), (1, 1), 1, True),
     "gemm_many_columns": P(1, 16, 56, 57, 16, 1, 1, (1, 1), (0, 0), (1, 1), 1, False),
+    # products of at most a vector of columns (5 output channels in channels_last, 13 input channels for the
+    # input gradient; one pixel in NCHW), two strips of rows at once, a last strip cut short
+    "gemm_narrow": P(2, 13, 7, 9, 5, 1, 1, (1, 1), (0, 0), (1, 1), 1, True),
+    "gemm_narrow_one_pixel": P(3, 21, 1, 1, 29, 1, 1, (1, 1), (0, 0), (1, 1), 1, True),
     "gemm_strided": P(2, 16, 15, 14, 24, 1, 1, (2, 3), (0, 0), (1, 1), 1, True),
     "gemm_one_pixel": P(3, 20, 1, 1, 30, 1, 1, (1, 1), (0, 0), (1, 1), 1, True),
     "gemm_3x3": P(2, 20, 9, 8, 24, 3, 3, (1, 1), (1, 1), (1, 1), 1, True),

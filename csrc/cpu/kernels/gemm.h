@@ -88,6 +88,34 @@ void gemm_tile(int64_t depth, const T* a, int64_t a_step, const T* b, int64_t b_
     }
 }
 
+// A tile of one vector of columns (n <= lanes) by 2 MR rows: the strips at a and a_next, read as gemm_tile reads
+// one. Where C has at most a vector of columns (16-channel sides of channels-last 1x1 layers) a 2-vector tile
+// would spend half its multiply-adds on padding.
+template <typename T, bool RowsApart>
+void gemm_tile_narrow(int64_t depth, const T* a, const T* a_next, int64_t a_step, const T* b, int64_t b_step,
+                      const T* row_start, const T* col_start, bool overwrite, T* c, int64_t ldc, int64_t m, int64_t n) {
+  using S = Simd<T>;
+  constexpr int MR = kGemmRows;
+  typename S::Vec acc[2 * MR];
+  for (int i = 0; i < 2 * MR; ++i)
+    acc[i] = row_start != nullptr ? S::zero() + row_start[i] : col_start != nullptr ? S::load(col_start) : S::zero();
+  for (int64_t k = 0; k < depth; ++k, a += RowsApart ? 1 : a_step, a_next += RowsApart ? 1 : a_step, b += b_step) {
+    const typename S::Vec bv = S::load(b);
+    for (int i = 0; i < MR; ++i) acc[i] += bv * (RowsApart ? a[i * a_step] : a[i]);
+    for (int i = 0; i < MR; ++i) acc[MR + i] += bv * (RowsApart ? a_next[i * a_step] : a_next[i]);
+  }
+  for (int i = 0; i < 2 * MR && i < m; ++i) {
+    T* to = c + i * ldc;
+    if (n == S::lanes) {
+      S::store(to, overwrite ? acc[i] : S::load(to) + acc[i]);
+      continue;
+    }
+    alignas(64) T part[S::lanes];
+    S::store(part, acc[i]);
+    for (int64_t j = 0; j < n; ++j) to[j] = overwrite ? part[j] : to[j] + part[j];
+  }
+}
+
 // to[0..count) = from[0..count), count <= Run: a whole run as fixed-size vector moves, a shorter one by a loop (a
 // library call per run of a strip's 12-32 values measured a sixth of a small product's time).
 template <int64_t Run, typename T>
@@ -266,7 +294,7 @@ constexpr int64_t kMinSlotDepth = 1024;  // reduction length per slot that amort
 
 template <typename T>
 void gemm(const GemmProblem<T>& g) {
-  constexpr int64_t MR = kGemmRows, NR = kGemmVectors * Simd<T>::lanes;
+  constexpr int64_t MR = kGemmRows, L = Simd<T>::lanes, NR = kGemmVectors * L;
   TORCH_INTERNAL_ASSERT(!g.reduced || g.start == GemmStart::accumulate);
   if (g.M == 0 || g.N == 0 || g.batch == 0) return;
   if (g.K == 0) {  // no products: C keeps its value, or becomes the bias
@@ -387,6 +415,21 @@ void gemm(const GemmProblem<T>& g) {
             const T* row_start = overwrite && g.start == GemmStart::row_bias ? biases.data() + row0 + i : nullptr;
             const T* col_start = overwrite && g.start == GemmStart::column_bias ? biases.data() + col0 + j : nullptr;
             T* c_tile = c + i * ldc + j;
+            // One vector of columns: two strips of rows at once, packed or rows apart in place.
+            if (n <= L && rows - i > MR && (i >= full_rows || (rows_apart_a && i + 2 * MR <= full_rows))) {
+              const int64_t m2 = std::min(2 * MR, rows - i);
+              if (i >= full_rows) {
+                const T* strip = a_panel_data + i * depth;
+                gemm_tile_narrow<T, false>(depth, strip, strip + MR * depth, MR, b_strip, b_step, row_start, col_start,
+                                           overwrite, c_tile, ldc, m2, n);
+              } else {
+                const T* strip = a.data + (row0 + i) * a.row_stride + k0;
+                gemm_tile_narrow<T, true>(depth, strip, strip + MR * a.row_stride, a.row_stride, b_strip, b_step,
+                                          row_start, col_start, overwrite, c_tile, ldc, m2, n);
+              }
+              i += MR;
+              continue;
+            }
             if (i < full_rows && rows_apart_a) {
               gemm_tile<T, true>(depth, a.data + (row0 + i) * a.row_stride + k0, a.row_stride, b_strip, b_step,
                                  row_start, col_start, overwrite, c_tile, ldc, m, n);
