@@ -160,19 +160,30 @@ struct Runner {
     alignas(64) T out[J * KV * S::lanes], biases[KV * S::lanes];
     for (int64_t k = 0; k < KV * S::lanes; ++k) biases[k] = bias && k < kcount ? bias[g * Kg + k0 + k] : T(0);
     int64_t pixels[J], index[J];
+    int64_t u = 0, row = 0, col = 0;  // the next output's image, row and column, stepped without divisions
     for (int64_t i0 = 0; i0 < outputs; i0 += J) {
       const int64_t count = std::min<int64_t>(J, outputs - i0);
       for (int j = 0; j < count; ++j) {
-        const int64_t u = (i0 + j) / per_image, i = (i0 + j) % per_image, row = i / d.Q, col = i % d.Q;
         pixels[j] = u * image_stride + row * layout.width + col;
         const int64_t pixel =
             ((row0 + row) * grid.step_h + grid.first_h) * grid.cols + col * grid.step_w + grid.first_w;
         index[j] = channel_start(d.layout, n0 + u, g * Kg + k0, d.K, grid_pixels) + pixel * to.pixel;
+        if (++col == d.Q) {
+          col = 0;
+          if (++row * d.Q == per_image) row = 0, ++u;
+        }
       }
       for (int j = count; j < J; ++j) pixels[j] = pixels[count - 1];
       channel_tile<T, KV, J>(staged, pixels, layout.tap_offsets.data(), taps, packed + block * taps * S::lanes,
                              taps * S::lanes, out);
-      if (d.layout == Layout::channels_last) {  // each output's channels are adjacent
+      if (d.layout == Layout::channels_last && kcount == KV * S::lanes) {  // each output's channels are adjacent
+        for (int64_t j = 0; j < count; ++j)
+          for (int v = 0; v < KV; ++v)
+            S::store(y + index[j] + v * S::lanes,
+                     S::load(out + (j * KV + v) * S::lanes) + S::load(biases + v * S::lanes));
+        continue;
+      }
+      if (d.layout == Layout::channels_last) {
         for (int64_t j = 0; j < count; ++j)
           for (int64_t k = 0; k < kcount; ++k) y[index[j] + k] = out[j * KV * S::lanes + k] + biases[k];
         continue;

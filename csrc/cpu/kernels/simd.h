@@ -98,8 +98,11 @@ void transpose(const T* src, int64_t src_stride, int64_t rows, int64_t cols, T* 
       S::transpose(block);
       for (int64_t j = 0; j < L; ++j) S::store(dst + (j0 + j) * dst_stride + i0, block[j]);
     }
-  for (int64_t i = 0; i < rows; ++i)
-    for (int64_t j = i < full_rows ? full_cols : 0; j < cols; ++j) dst[j * dst_stride + i] = src[i * src_stride + j];
+  for (int64_t j = 0; j < cols; ++j) {  // the edges, a destination row at a time (stems: 3 columns, all edge)
+    T* const to = dst + j * dst_stride;
+    const T* const from = src + j;
+    for (int64_t i = j < full_cols ? full_rows : 0; i < rows; ++i) to[i] = from[i * src_stride];
+  }
 }
 
 TORCHCORR_ISA_END
