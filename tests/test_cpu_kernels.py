@@ -42,6 +42,10 @@ PATHS = {
     "channel_vectors_dilated": P(1, 17, 9, 10, 17, 3, 3, (1, 1), (2, 2), (2, 2), 17, True),
     "channel_vectors_wide_rows": P(2, 32, 5, 30, 32, 3, 3, (1, 1), (1, 1), (1, 1), 32, True),
     "channel_vectors_one_pixel": P(3, 16, 1, 1, 16, 3, 3, (1, 1), (1, 1), (1, 1), 16, False),
+    # read in place in channels_last (kernels up to 3 wide): runs inside the rows, the last one moved back,
+    # border columns one at a time; stride 2, and a 2-wide kernel without padding across
+    "channel_vectors_in_place_stride2": P(2, 32, 21, 40, 32, 3, 3, (2, 2), (1, 1), (1, 1), 32, True),
+    "channel_vectors_in_place_3x2": P(1, 16, 9, 27, 16, 3, 2, (1, 1), (1, 0), (1, 1), 16, True),
     # strided input gradients, every stride phase at once: phases with different tap counts and offsets, and
     # phases no tap reaches (kernel 2 at stride 3; dilation 2 at stride 2)
     "channel_vectors_phases_uneven": P(2, 18, 10, 11, 18, 2, 3, (3, 2), (1, 0), (1, 1), 18, True),
