@@ -28,6 +28,10 @@ PATHS = {
     # weight gradient through pixel_sums for many output channels but few taps: a stem (3 input channels,
     # strided 7x7), with a partial last block of 4 channels
     "pixel_sums_stem": P(2, 3, 30, 31, 42, 7, 7, (2, 2), (3, 3), (1, 1), 1, True),
+    # stems in channels_last (padded_rows_correlation): rows of 3-4 channel pixels read as they are, outputs
+    # 6 and 12 values apart (strides 2 and 4) and any other step, dilation, a partial vector of output channels
+    "stem_patchify": P(2, 3, 17, 18, 24, 4, 4, (4, 4), (0, 0), (1, 1), 1, True),
+    "stem_dilated": P(1, 4, 15, 20, 9, 3, 3, (2, 1), (2, 1), (1, 2), 1, True),
     # pixel_tile with every block size, and a partial last block
     **{f"pixel_tile_k{k}": P(2, 3, 12, 37, k, 3, 2, (1, 1), (1, 0), (1, 1), 1, True) for k in (1, 2, 3, 5, 7, 8, 11, 20)},
     # depthwise and channel multipliers

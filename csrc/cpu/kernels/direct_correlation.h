@@ -233,6 +233,123 @@ struct Runner {
   }
 };
 
+// Channels-last stems: few input channels (the image's 3), one group, dense outputs. A task (image, band of
+// output rows) copies the band's input rows as they are, pixels x channels, zero-padded, and channel tiles read
+// every window there: tap (c, r, s) sits at a fixed offset from the window's first pixel. No transposes of
+// 3-channel rows into planes (a fifth of the staged path's time), no halo columns.
+constexpr int64_t kMaxPaddedRowsChannels = 4;
+constexpr int64_t kPaddedRowsBytes = 64 << 10;
+
+inline bool padded_rows_apply(const DirectProblem& d, const OutputGrid& grid) {
+  const bool dense = grid.step_h == 1 && grid.step_w == 1 && grid.first_h == 0 && grid.first_w == 0 &&
+                     grid.cols == d.Q;
+  return d.layout == Layout::channels_last && d.groups == 1 && d.C <= kMaxPaddedRowsChannels && d.K >= 8 && dense &&
+         d.offset_h >= 0 && d.offset_w >= 0;
+}
+
+// channel_tile for J outputs `step` values apart (Step: the same known at compile time, so that the loads'
+// offsets are immediates; 0: step as given). The last tile of a row repeats its last output.
+template <typename T, int KV, int J, int Step>
+void channel_tile_row(const T* x, int64_t step, int64_t count, const int64_t* tap_offsets, int64_t taps, const T* w,
+                      int64_t w_block_stride, T* out) {
+  using S = Simd<T>;
+  if constexpr (Step > 0) step = Step;
+  if (count < J) {
+    int64_t pixels[J];
+    for (int j = 0; j < J; ++j) pixels[j] = std::min<int64_t>(j, count - 1) * step;
+    return channel_tile<T, KV, J>(x, pixels, tap_offsets, taps, w, w_block_stride, out);
+  }
+  typename S::Vec acc[J][KV];
+  for (int j = 0; j < J; ++j)
+    for (int v = 0; v < KV; ++v) acc[j][v] = S::zero();
+  for (int64_t t = 0; t < taps; ++t) {
+    const T* xt = x + tap_offsets[t];
+    typename S::Vec wv[KV];
+    for (int v = 0; v < KV; ++v) wv[v] = S::load(w + v * w_block_stride + t * S::lanes);
+    for (int j = 0; j < J; ++j) {
+      const T xs = xt[j * step];
+      for (int v = 0; v < KV; ++v) acc[j][v] += wv[v] * xs;
+    }
+  }
+  for (int j = 0; j < J; ++j)
+    for (int v = 0; v < KV; ++v) S::store(out + (j * KV + v) * S::lanes, acc[j][v]);
+}
+
+// Output row p's outputs, block of KV vectors of output channels at a time, J outputs per tile; `rows` holds the
+// padded input rows from p's first, VW pixels each.
+template <typename T, int KV, int J>
+void padded_row_tiles(const DirectProblem& d, const T* rows, int64_t VW, const int64_t* tap_offsets, int64_t taps,
+                      const T* packed, int64_t block, const T* biases, T* y_row) {
+  using S = Simd<T>;
+  constexpr int64_t L = S::lanes;
+  const int64_t k0 = block * L, kcount = std::min<int64_t>(KV * L, d.K - k0), step = d.stride_w * d.C;
+  alignas(64) T out[J * KV * L];
+  for (int64_t q0 = 0; q0 < d.Q; q0 += J) {
+    const int64_t count = std::min<int64_t>(J, d.Q - q0);
+    const T* first = rows + q0 * step;
+    const T* w = packed + block * taps * L;
+    switch (step) {  // the stems of real models: 3 channels at strides 2 and 4
+      case 6: channel_tile_row<T, KV, J, 6>(first, step, count, tap_offsets, taps, w, taps * L, out); break;
+      case 12: channel_tile_row<T, KV, J, 12>(first, step, count, tap_offsets, taps, w, taps * L, out); break;
+      default: channel_tile_row<T, KV, J, 0>(first, step, count, tap_offsets, taps, w, taps * L, out);
+    }
+    for (int64_t j = 0; j < count; ++j) {
+      T* to = y_row + (q0 + j) * d.K + k0;
+      if (kcount == KV * L) {
+        for (int v = 0; v < KV; ++v) S::store(to + v * L, S::load(out + (j * KV + v) * L) + S::load(biases + k0 + v * L));
+      } else {
+        for (int64_t k = 0; k < kcount; ++k) to[k] = out[j * KV * L + k] + biases[k0 + k];
+      }
+    }
+  }
+}
+
+template <typename T>
+void padded_rows_correlation(const DirectProblem& d, const T* x, const std::vector<T>& packed, const T* bias, T* y) {
+  constexpr int64_t L = Simd<T>::lanes;
+  constexpr int J2 = kAccumulators / 2, J1 = kAccumulators;
+  const int64_t C = d.C, taps = C * d.R * d.S, blocks = div_up(d.K, L);
+  const int64_t VW = virtual_extent(d.Q, d.stride_w, d.S, d.dilation_w);
+  const int64_t w_first = std::min(d.offset_w, VW), w_last = std::clamp(d.offset_w + d.W, w_first, VW);
+  std::vector<int64_t> tap_offsets(taps);
+  for (int64_t c = 0; c < C; ++c)
+    for (int64_t r = 0; r < d.R; ++r)
+      for (int64_t s = 0; s < d.S; ++s) tap_offsets[(c * d.R + r) * d.S + s] = (r * d.dilation_h * VW + s * d.dilation_w) * C + c;
+  std::vector<T> biases(blocks * L, T(0));
+  if (bias != nullptr) std::copy(bias, bias + d.K, biases.begin());
+  // Output rows per band: its padded rows near kPaddedRowsBytes, and at least four tasks per thread.
+  const int64_t row_bytes = d.stride_h * VW * C * static_cast<int64_t>(sizeof(T));
+  int64_t band = std::clamp<int64_t>(kPaddedRowsBytes / std::max<int64_t>(1, row_bytes), 1, d.P);
+  while (band > 1 && d.N * div_up(d.P, band) < 4 * at::get_num_threads()) band = div_up(band, 2);
+  const int64_t bands = div_up(d.P, band);
+  parallel_tasks(d.N * bands, band * d.Q * taps * d.K, [&](int64_t task) {
+    const int64_t n = task / bands, p0 = task % bands * band, count = std::min(band, d.P - p0);
+    const int64_t v0 = p0 * d.stride_h, rows = virtual_extent(count, d.stride_h, d.R, d.dilation_h);
+    thread_local std::vector<T> padded;
+    padded.resize(rows * VW * C);
+    for (int64_t i = 0; i < rows; ++i) {  // virtual row v0 + i is real row v0 + i - offset_h
+      T* row = padded.data() + i * VW * C;
+      const int64_t h = v0 + i - d.offset_h;
+      if (h < 0 || h >= d.H) {
+        std::fill(row, row + VW * C, T(0));
+        continue;
+      }
+      std::fill(row, row + w_first * C, T(0));
+      std::copy_n(x + ((n * d.H + h) * d.W + w_first - d.offset_w) * C, (w_last - w_first) * C, row + w_first * C);
+      std::fill(row + w_last * C, row + VW * C, T(0));
+    }
+    for (int64_t p = p0; p < p0 + count; ++p) {
+      const T* first = padded.data() + (p - p0) * d.stride_h * VW * C;
+      T* y_row = y + (n * d.P + p) * d.Q * d.K;
+      int64_t block = 0;
+      for (; block + 1 < blocks; block += 2)
+        padded_row_tiles<T, 2, J2>(d, first, VW, tap_offsets.data(), taps, packed.data(), block, biases.data(), y_row);
+      if (block < blocks)
+        padded_row_tiles<T, 1, J1>(d, first, VW, tap_offsets.data(), taps, packed.data(), block, biases.data(), y_row);
+    }
+  });
+}
+
 // Output channels per pixel_tile block: all of a small group, else 8 at a time.
 constexpr int64_t kMaxPixelBlock = 8;
 
@@ -277,6 +394,7 @@ void direct_correlation(const DirectProblem& d, const T* x, const T* w, WeightOr
   using S = Simd<T>;
   const int64_t Kg = d.K_per_group(), Cg = d.C_per_group();
   if (d.N == 0 || d.K == 0 || d.P == 0 || d.Q == 0) return;
+  if (padded_rows_apply(d, grid)) return padded_rows_correlation(d, x, pack_weights(d, w, order, S::lanes), bias, y);
   const Kernel kernel = choose_kernel(d, S::lanes, sizeof(T));
   if (kernel == Kernel::channel_vectors) return channel_vectors(d, x, w, order, bias, y, grid);
   const int64_t block_size = kernel == Kernel::channel_tile ? S::lanes : std::min(Kg, kMaxPixelBlock);

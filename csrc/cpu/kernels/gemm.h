@@ -202,12 +202,14 @@ inline void copy_short(const T* from, int64_t count, T* to) {
 }
 
 // out[0..count) = transposed windows row j (pixel (p, q)) at taps k0 .. k0 + count: taps (c, r, s) of planes,
-// or (r, s, c) of channels-last pixels, a kernel row's S * C taps being a copy where the row lies inside.
-// (h0, w0): the window's first input pixel.
+// or (r, s, c) of channels-last pixels, a kernel row's S * C taps being a copy where the row lies inside (by
+// whole vectors within the image: out has room for count + lanes values, and those past count are left
+// unspecified). (h0, w0): the window's first input pixel.
 template <typename T>
 void window_column(const ConvWindows& v, const T* x, int64_t h0, int64_t w0, int64_t k0, int64_t count, T* out) {
+  using S = Simd<T>;
   if (v.channels_last != 0) {
-    const int64_t C = v.channels_last, row_taps = v.S * C;
+    const int64_t C = v.channels_last, row_taps = v.S * C, image = v.H * v.W * C;
     for (int64_t k = 0, r = k0 / row_taps, first = k0 % row_taps; k < count; ++r, first = 0) {
       const int64_t run = std::min(count - k, row_taps - first), h = h0 + r * v.dilation_h;
       T* o = out + k;
@@ -215,7 +217,12 @@ void window_column(const ConvWindows& v, const T* x, int64_t h0, int64_t w0, int
       if (h < 0 || h >= v.H) {
         std::fill(o, o + run, T(0));
       } else if (v.dilation_w == 1 && w0 >= 0 && w0 + v.S <= v.W) {
-        copy_short(x + (h * v.W + w0) * C + first, run, o);
+        const int64_t at = (h * v.W + w0) * C + first, vectors = div_up(run, S::lanes);
+        if (at + vectors * S::lanes <= image) {
+          for (int64_t i = 0; i < vectors; ++i) S::store(o + i * S::lanes, S::load(x + at + i * S::lanes));
+        } else {
+          copy_short(x + at, run, o);
+        }
       } else {
         for (int64_t i = 0; i < run; ++i) {
           const int64_t w = w0 + (first + i) / C * v.dilation_w;
@@ -241,10 +248,11 @@ void pack_b(const GemmOperand<T>& b, int64_t k0, int64_t depth, int64_t col0, in
   if (b.windows != nullptr && b.windows->transposed) {  // each pixel's window once, then cut into the strips
     const int64_t strips = div_up(cols, NR);
     thread_local std::vector<T> window;
-    window.assign(strips * NR, T(0));
+    window.assign(strips * NR + L, T(0));
     const ConvWindows& v = *b.windows;
     for (int64_t k = 0, p = k0 / v.Q, q = k0 % v.Q; k < depth; ++k, ++q == v.Q ? (q = 0, ++p) : 0) {
       window_column(v, b.data, p * v.stride_h - v.pad_h, q * v.stride_w - v.pad_w, col0, cols, window.data());
+      std::fill(window.data() + cols, window.data() + strips * NR, T(0));
       for (int64_t strip = 0; strip < strips; ++strip)
         for (int64_t v = 0; v < kGemmVectors; ++v)
           S::store(packed + (strip * depth + k) * NR + v * L, S::load(window.data() + strip * NR + v * L));
