@@ -185,10 +185,12 @@ def time_call(call, memory_format, min_run_time):
     shape, c_out, kernel, stride, padding, dilation, groups, bias = call
     generator = torch.Generator().manual_seed(3)
     x = torch.randn(shape, generator=generator).contiguous(memory_format=memory_format).requires_grad_()
-    w = torch.randn(c_out, shape[1] // groups, *kernel, generator=generator).requires_grad_()
+    # the weights in the model's layout too (a model moved to channels_last holds them so)
+    w = torch.randn(c_out, shape[1] // groups, *kernel, generator=generator).contiguous(memory_format=memory_format)
+    w.requires_grad_()
     b = torch.randn(c_out, generator=generator).requires_grad_() if bias else None
     config = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
-    grad_out = torch.randn(F.conv2d(x, w, b, **config).shape, generator=generator)
+    grad_out = torch.randn(F.conv2d(x, w, b, **config).shape, generator=generator).contiguous(memory_format=memory_format)
     times = {}
     for library, fn in (("torch", F.conv2d), ("torchcorr", torchcorr.corr2d)):
         args = dict(fn=fn, x=x, w=w, b=b, config=config, grad_out=grad_out, conv_forward=conv_forward,
