@@ -470,6 +470,58 @@ void channel_vector_tap_sums(const DirectProblem& d, int64_t rows_out, const T* 
 template <int KS>
 constexpr int kTileRows = std::max(1, kAccumulators / KS);
 
+// The sums of channel_vector_tap_sums for a 3x3 kernel, one image, read in place from channels-last x and gy
+// (their block of L channels at pixel 0; every lane real): windows inside the image in a tight loop, the
+// border columns and rows with the taps that land in it (the others add zeros). The same order of sums as the
+// staged kernel; no staging copies, whose strided reads of x and gy were twice the multiply-adds' time.
+constexpr int64_t kTapSumsAhead = 16;  // outputs ahead whose pixels are asked for: a pixel apart, too far for the
+                                      // hardware prefetchers
+
+template <typename T>
+void channel_vector_tap_sums_in_place(const DirectProblem& d, const T* x, const T* gy, int64_t qa, int64_t qb,
+                                      T* sums) {
+  using V = Simd<T>;
+  constexpr int64_t L = V::lanes;
+  const int64_t C = d.C;
+  typename V::Vec acc[3][3];
+  for (int r = 0; r < 3; ++r)
+    for (int s = 0; s < 3; ++s) acc[r][s] = V::load(sums + (r * 3 + s) * L);
+  for (int64_t p = 0; p < d.P; ++p) {
+    const int64_t h0 = p * d.stride_h - d.offset_h;
+    const int64_t r0 = std::min<int64_t>(3, div_up(std::max<int64_t>(0, -h0), d.dilation_h));
+    const int64_t r1 = std::max(r0, std::min<int64_t>(3, div_up(d.H - h0, d.dilation_h)));
+    const T* const g_row = gy + p * d.Q * C;
+    const auto border = [&](int64_t q) {
+      const typename V::Vec g = V::load(g_row + q * C);
+      for (int64_t r = r0; r < r1; ++r)
+        for (int s = 0; s < 3; ++s) {
+          const int64_t w = q * d.stride_w - d.offset_w + s * d.dilation_w;
+          if (w >= 0 && w < d.W) acc[r][s] += g * V::load(x + ((h0 + r * d.dilation_h) * d.W + w) * C);
+        }
+    };
+    if (r0 > 0 || r1 < 3) {
+      for (int64_t q = 0; q < d.Q; ++q) border(q);
+      continue;
+    }
+    for (int64_t q = 0; q < qa; ++q) border(q);
+    const T* rows[3];
+    for (int r = 0; r < 3; ++r) rows[r] = x + ((h0 + r * d.dilation_h) * d.W - d.offset_w) * C;
+    const int64_t col_step = d.dilation_w * C;
+    const int64_t ahead = kTapSumsAhead * d.stride_w * C;
+    for (int64_t q = qa; q < qb; ++q) {
+      const typename V::Vec g = V::load(g_row + q * C);
+      const int64_t column = q * d.stride_w * C;
+      __builtin_prefetch(g_row + (q + kTapSumsAhead) * C);
+      for (int r = 0; r < 3; ++r) __builtin_prefetch(rows[r] + column + 2 * col_step + ahead);
+      for (int r = 0; r < 3; ++r)
+        for (int s = 0; s < 3; ++s) acc[r][s] += g * V::load(rows[r] + column + s * col_step);
+    }
+    for (int64_t q = qb; q < d.Q; ++q) border(q);
+  }
+  for (int r = 0; r < 3; ++r)
+    for (int s = 0; s < 3; ++s) V::store(sums + (r * 3 + s) * L, acc[r][s]);
+}
+
 template <typename T, int KS, int RT = kTileRows<KS>>
 void channel_vector_kernel_rows(const DirectProblem& d, int64_t rows_out, const T* x, int64_t VW, const T* gy,
                                 int64_t rows, const typename Simd<T>::Index* lanes, T* sums) {
@@ -495,8 +547,21 @@ void channel_vectors_weight_grad(const DirectProblem& d, const T* gy, const T* x
   // order: the split depends on the sizes alone, so the result does not depend on the thread count.
   const int64_t slots = std::clamp<int64_t>(div_up(kChannelVectorGradTasks, blocks), 1, d.N);
   std::vector<T> partials(blocks * slots * G * RS * L, T(0));  // [block][slot][c][r][s][L]
+  // Whole blocks of 3x3 kernels in channels last read x and gy in place where a row holds a run of windows
+  // inside the image (the columns [qa, qb)).
+  const int64_t qa = d.offset_w <= 0 ? 0 : std::min(d.Q, div_up(d.offset_w, d.stride_w));
+  const int64_t last_start = d.W - 1 - (d.S - 1) * d.dilation_w + d.offset_w;  // q * stride_w at most this
+  const int64_t qb = last_start < 0 ? qa : std::clamp<int64_t>(last_start / d.stride_w + 1, qa, d.Q);
+  const bool in_place = d.layout == Layout::channels_last && G == 1 && d.R == 3 && d.S == 3 && qb - qa >= 8;
   parallel_tasks(blocks * slots, div_up(d.N, slots) * d.P * d.Q * G * RS * L, [&](int64_t task) {
     const int64_t block = task / slots, slot = task % slots, c0 = block * L, channels = std::min(L, C - c0);
+    if (in_place && channels == L) {
+      for (int64_t n = slot * d.N / slots; n < (slot + 1) * d.N / slots; ++n)
+        channel_vector_tap_sums_in_place(d, x + channel_start(d.layout, n, c0, C, d.H * d.W),
+                                         gy + channel_start(d.layout, n, c0, C, d.P * d.Q), qa, qb,
+                                         partials.data() + task * RS * L);
+      return;
+    }
     thread_local std::vector<T> staged, grads;
     grads.assign(band * d.Q * L, T(0));
     for (int64_t n = slot * d.N / slots; n < (slot + 1) * d.N / slots; ++n)
