@@ -667,6 +667,11 @@ void channel_vector_phases(const std::vector<InputGradPhase<T>>& phases, const T
       for (size_t f = 0; f < phases.size(); ++f) {
         const DirectProblem& d = phases[f].d;
         if (p >= d.P) continue;
+        if (in_place && phases[f].grid.first_w == 0) {  // gx's pixels of the next row, written a pixel apart
+          const OutputGrid& grid = phases[f].grid;
+          const T* next = first_out + ((p + 1) * grid.step_h + grid.first_h) * gx_cols * out_step;
+          for (int64_t col = 0; col < gx_cols && p + 1 < d.P; ++col) __builtin_prefetch(next + col * out_step, 1);
+        }
         const OutputGrid& grid = phases[f].grid;
         const T* weights = packed.data() + first_weight[f] + block * d.R * d.S * L;
         const T* origin = staged.data() + ((top - d.offset_h) * cols + left - d.offset_w) * L;
