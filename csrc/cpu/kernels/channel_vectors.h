@@ -271,8 +271,9 @@ void stage_channels(const DirectProblem& d, const T* x, int64_t channels, int64_
 // only: wider ones copy the windows of most runs at the borders of 7x7-14x14 planes (5x5 and 7x7 layers
 // measured 0.7-0.8x of the staged band there).
 template <typename T, int J>
-void channel_vector_rows_in_place(const DirectProblem& d, const T* image, const T* weights, typename Simd<T>::Vec bias,
-                                  ChannelVectorRun<T, J> run_outputs, int64_t p0, int64_t rows, T* out) {
+void channel_vector_rows_in_place(const DirectProblem& d, const T* image, const T* weights, int64_t weight_stride,
+                                  const T* biases, int64_t blocks, ChannelVectorRun<T, J> run_outputs, int64_t p0,
+                                  int64_t rows, T* out) {
   using S = Simd<T>;
   constexpr int64_t L = S::lanes;
   const int64_t pixel = d.C, window_cols = (J - 1) * d.stride_w + (d.S - 1) * d.dilation_w + 1;
@@ -290,48 +291,61 @@ void channel_vector_rows_in_place(const DirectProblem& d, const T* image, const 
     // The tap rows [r0, r1) that land in the image (the others read zeros: they are skipped in place).
     const int64_t r0 = std::min(d.R, div_up(std::max<int64_t>(0, -h0), d.dilation_h));
     const int64_t r1 = std::max(r0, std::min(d.R, div_up(d.H - h0, d.dilation_h)));
+    T* const out_row = out + p * d.Q * pixel;
     if (r0 < r1 && qb - qa >= J) {
       const T* const first_row = image + (h0 + r0 * d.dilation_h) * d.W * pixel;
       const auto one_output = [&](int64_t q) {
-        typename S::Vec acc = bias;
-        for (int64_t r = r0; r < r1; ++r)
-          for (int64_t s = 0; s < d.S; ++s) {
-            const int64_t w = q * d.stride_w - d.offset_w + s * d.dilation_w;
-            if (w >= 0 && w < d.W)
-              acc += S::load(weights + (r * d.S + s) * L) * S::load(first_row + ((r - r0) * d.dilation_h * d.W + w) * pixel);
-          }
-        S::store(out + (p * d.Q + q) * pixel, acc);
+        for (int64_t b = 0; b < blocks; ++b) {
+          typename S::Vec acc = S::load(biases + b * L);
+          for (int64_t r = r0; r < r1; ++r)
+            for (int64_t s = 0; s < d.S; ++s) {
+              const int64_t w = q * d.stride_w - d.offset_w + s * d.dilation_w;
+              if (w >= 0 && w < d.W) {
+                acc += S::load(weights + b * weight_stride + (r * d.S + s) * L) *
+                       S::load(first_row + ((r - r0) * d.dilation_h * d.W + w) * pixel + b * L);
+              }
+            }
+          S::store(out_row + q * pixel + b * L, acc);
+        }
       };
       for (int64_t q = 0; q < qa; ++q) one_output(q);
       for (int64_t q0 = qa; q0 < qb; q0 += J) {
         const int64_t q1 = std::min(q0, qb - J);
-        run_outputs(first_row + (q1 * d.stride_w - d.offset_w) * pixel, weights + r0 * d.S * L, r1 - r0, d.S,
-                    d.dilation_h * d.W * pixel, d.dilation_w * pixel, d.stride_w * pixel, bias, run);
-        for (int j = 0; j < J; ++j) S::store(out + (p * d.Q + q1 + j) * pixel, run[j]);
+        for (int64_t b = 0; b < blocks; ++b) {  // every block of the run's pixels: their channels read in turn
+          run_outputs(first_row + (q1 * d.stride_w - d.offset_w) * pixel + b * L, weights + b * weight_stride + r0 * d.S * L,
+                      r1 - r0, d.S, d.dilation_h * d.W * pixel, d.dilation_w * pixel, d.stride_w * pixel,
+                      S::load(biases + b * L), run);
+          for (int j = 0; j < J; ++j) S::store(out_row + (q1 + j) * pixel + b * L, run[j]);
+        }
       }
       for (int64_t q = qb; q < d.Q; ++q) one_output(q);
       continue;
     }
     for (int64_t q0 = 0; q0 < d.Q; q0 += J) {
       const int64_t w0 = q0 * d.stride_w - d.offset_w;
-      if (r0 == r1) {
-        for (int j = 0; j < J; ++j) run[j] = bias;
-      } else if (w0 >= 0 && w0 + window_cols <= d.W) {
-        run_outputs(image + ((h0 + r0 * d.dilation_h) * d.W + w0) * pixel, weights + r0 * d.S * L, r1 - r0, d.S,
-                    d.dilation_h * d.W * pixel, d.dilation_w * pixel, d.stride_w * pixel, bias, run);
-      } else {
-        for (int64_t r = 0; r < d.R; ++r) {
-          const int64_t h = h0 + r * d.dilation_h;
-          for (int64_t t = 0; t < window_cols; ++t) {
-            const int64_t w = w0 + t;
-            const bool inside = h >= 0 && h < d.H && w >= 0 && w < d.W;
-            S::store(window.data() + (r * window_cols + t) * L,
-                     inside ? S::load(image + (h * d.W + w) * pixel) : S::zero());
+      for (int64_t b = 0; b < blocks; ++b) {
+        const typename S::Vec bias = S::load(biases + b * L);
+        const T* const block_weights = weights + b * weight_stride;
+        if (r0 == r1) {
+          for (int j = 0; j < J; ++j) run[j] = bias;
+        } else if (w0 >= 0 && w0 + window_cols <= d.W) {
+          run_outputs(image + ((h0 + r0 * d.dilation_h) * d.W + w0) * pixel + b * L, block_weights + r0 * d.S * L,
+                      r1 - r0, d.S, d.dilation_h * d.W * pixel, d.dilation_w * pixel, d.stride_w * pixel, bias, run);
+        } else {
+          for (int64_t r = 0; r < d.R; ++r) {
+            const int64_t h = h0 + r * d.dilation_h;
+            for (int64_t t = 0; t < window_cols; ++t) {
+              const int64_t w = w0 + t;
+              const bool inside = h >= 0 && h < d.H && w >= 0 && w < d.W;
+              S::store(window.data() + (r * window_cols + t) * L,
+                       inside ? S::load(image + (h * d.W + w) * pixel + b * L) : S::zero());
+            }
           }
+          run_outputs(window.data(), block_weights, d.R, d.S, window_cols * L, d.dilation_w * L, d.stride_w * L, bias,
+                      run);
         }
-        run_outputs(window.data(), weights, d.R, d.S, window_cols * L, d.dilation_w * L, d.stride_w * L, bias, run);
+        for (int64_t j = 0; j < std::min<int64_t>(J, d.Q - q0); ++j) S::store(out_row + (q0 + j) * pixel + b * L, run[j]);
       }
-      for (int64_t j = 0; j < std::min<int64_t>(J, d.Q - q0); ++j) S::store(out + (p * d.Q + q0 + j) * pixel, run[j]);
     }
   }
 }
@@ -373,9 +387,27 @@ void channel_vectors(const DirectProblem& d, const T* x, const T* w, WeightOrder
   const ChannelVectorRun<T, J> run_in_place = choose_channel_vector_run<T, J>(d, false);
   const GroupedChannelVectorRun<T, J> run_groups = G > 1 ? choose_grouped_channel_vector_run<T, J>(d) : nullptr;
 
-  parallel_tasks(d.N * blocks * bands, band * d.Q * taps * L, [&](int64_t task) {
+  // Channels-last whole blocks of kernels up to 3 wide read x in place, all of them in one task per band of rows:
+  // a run's pixels have every block of their channels read in turn, a few KB together, instead of one 64-byte
+  // line a pixel apart (inside a model, where x is not in cache, the pixel-apart reads were 0.7x of torch).
+  const int64_t in_place_blocks = dense && d.layout == Layout::channels_last && G == 1 && d.S <= 3 ? C / L : 0;
+  int64_t in_place_band = d.P;
+  while (in_place_band > 1 && d.N * div_up(d.P, in_place_band) < 4 * at::get_num_threads())
+    in_place_band = div_up(in_place_band, 2);
+  if (in_place_blocks > 0) {
+    const int64_t in_place_bands = div_up(d.P, in_place_band);
+    parallel_tasks(d.N * in_place_bands, in_place_band * d.Q * taps * L * in_place_blocks, [&](int64_t task) {
+      const int64_t n = task / in_place_bands, p0 = task % in_place_bands * in_place_band;
+      channel_vector_rows_in_place<T, J>(d, x + channel_start(d.layout, n, 0, C, d.H * d.W), packed.data(), taps * L,
+                                         biases.data(), in_place_blocks, run_in_place, p0,
+                                         std::min(in_place_band, d.P - p0), y + channel_start(d.layout, n, 0, C, plane_out));
+    });
+  }
+  const int64_t first_block = in_place_blocks, staged_blocks = blocks - in_place_blocks;
+  parallel_tasks(d.N * staged_blocks * bands, band * d.Q * taps * L, [&](int64_t task) {
     // Channel blocks vary fastest: consecutive tasks read neighbouring bytes of the same channels-last rows.
-    const int64_t block = task % blocks, p0 = task / blocks % bands * band, n = task / blocks / bands;
+    const int64_t block = first_block + task % staged_blocks, p0 = task / staged_blocks % bands * band;
+    const int64_t n = task / staged_blocks / bands;
     const int64_t rows = std::min(band, d.P - p0), c0 = block * L;
     const int64_t channels = std::min(L, C - c0);
     const T* weights = packed.data() + block * taps * L;
@@ -383,10 +415,6 @@ void channel_vectors(const DirectProblem& d, const T* x, const T* w, WeightOrder
     T* channels_out = y + channel_start(d.layout, n, c0, C, plane_out);
     // Whole vectors of channels-last outputs go straight to y; the rest through `out`.
     const bool in_place = dense && d.layout == Layout::channels_last && channels == L;
-    if (in_place && G == 1 && d.S <= 3) {
-      return channel_vector_rows_in_place<T, J>(d, x + channel_start(d.layout, n, c0, C, d.H * d.W), weights, b,
-                                                run_in_place, p0, rows, channels_out);
-    }
     // Slack past the last row: a run of J outputs is always computed, and those past Q are dropped.
     thread_local std::vector<T> staged, out;
     stage_channels(d, x + channel_start(d.layout, n, c0, C, d.H * d.W), channels, p0 * d.stride_h,
