@@ -34,10 +34,10 @@
 
 TORCHCORR_ISA_BEGIN
 
-// out[j][0 .. KV*L) = sum_t x[tap_offsets[t] + j] * w[t][0 .. KV*L) for j < J: channels across lanes.
-template <typename T, int KV, int J>
-void channel_tile(const T* x, const int64_t* pixels, const int64_t* tap_offsets, int64_t taps, const T* w,
-                  int64_t w_block_stride, T* out) {
+// out[j][0 .. KV*L) = sum_t x[tap_offsets[t] + pixel(j)] * w[t][0 .. KV*L) for j < J: channels across lanes.
+template <typename T, int KV, int J, typename Pixel>
+void channel_tile_at(const T* x, const Pixel& pixel, const int64_t* tap_offsets, int64_t taps, const T* w,
+                     int64_t w_block_stride, T* out) {
   using S = Simd<T>;
   typename S::Vec acc[J][KV];
   for (int j = 0; j < J; ++j)
@@ -47,12 +47,19 @@ void channel_tile(const T* x, const int64_t* pixels, const int64_t* tap_offsets,
     typename S::Vec wv[KV];
     for (int v = 0; v < KV; ++v) wv[v] = S::load(w + v * w_block_stride + t * S::lanes);
     for (int j = 0; j < J; ++j) {
-      const T xs = xt[pixels[j]];
+      const T xs = xt[pixel(j)];
       for (int v = 0; v < KV; ++v) acc[j][v] += wv[v] * xs;
     }
   }
   for (int j = 0; j < J; ++j)
     for (int v = 0; v < KV; ++v) S::store(out + (j * KV + v) * S::lanes, acc[j][v]);
+}
+
+// channel_tile_at with the pixels at the given offsets.
+template <typename T, int KV, int J>
+void channel_tile(const T* x, const int64_t* pixels, const int64_t* tap_offsets, int64_t taps, const T* w,
+                  int64_t w_block_stride, T* out) {
+  channel_tile_at<T, KV, J>(x, [pixels](int j) { return pixels[j]; }, tap_offsets, taps, w, w_block_stride, out);
 }
 
 // out[kb][0 .. U*L) = sum_t w[t][kb] * x[tap_offsets[t] + 0 .. U*L) for kb < KB: pixels across lanes.
@@ -252,27 +259,16 @@ inline bool padded_rows_apply(const DirectProblem& d, const OutputGrid& grid) {
 template <typename T, int KV, int J, int Step>
 void channel_tile_row(const T* x, int64_t step, int64_t count, const int64_t* tap_offsets, int64_t taps, const T* w,
                       int64_t w_block_stride, T* out) {
-  using S = Simd<T>;
-  if constexpr (Step > 0) step = Step;
   if (count < J) {
     int64_t pixels[J];
     for (int j = 0; j < J; ++j) pixels[j] = std::min<int64_t>(j, count - 1) * step;
     return channel_tile<T, KV, J>(x, pixels, tap_offsets, taps, w, w_block_stride, out);
   }
-  typename S::Vec acc[J][KV];
-  for (int j = 0; j < J; ++j)
-    for (int v = 0; v < KV; ++v) acc[j][v] = S::zero();
-  for (int64_t t = 0; t < taps; ++t) {
-    const T* xt = x + tap_offsets[t];
-    typename S::Vec wv[KV];
-    for (int v = 0; v < KV; ++v) wv[v] = S::load(w + v * w_block_stride + t * S::lanes);
-    for (int j = 0; j < J; ++j) {
-      const T xs = xt[j * step];
-      for (int v = 0; v < KV; ++v) acc[j][v] += wv[v] * xs;
-    }
+  if constexpr (Step > 0) {
+    channel_tile_at<T, KV, J>(x, [](int j) { return j * Step; }, tap_offsets, taps, w, w_block_stride, out);
+  } else {
+    channel_tile_at<T, KV, J>(x, [step](int j) { return j * step; }, tap_offsets, taps, w, w_block_stride, out);
   }
-  for (int j = 0; j < J; ++j)
-    for (int v = 0; v < KV; ++v) S::store(out + (j * KV + v) * S::lanes, acc[j][v]);
 }
 
 // Output row p's outputs, block of KV vectors of output channels at a time, J outputs per tile; `rows` holds the
