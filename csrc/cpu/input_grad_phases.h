@@ -49,7 +49,7 @@ inline at::Tensor phase_weights(const Corr2dProblem& p, const at::Tensor& w, con
     // 16 x 16 tiles of (c, k): the tile's reads of w and its writes of taps both stay within a few KB.
     constexpr int64_t kTile = 16;
     const int64_t c_tiles = div_up(Cg, kTile), k_tiles = div_up(Kg, kTile), RS = p.R * p.S, taps_per = R * S;
-    const bool channels_last = !w.is_contiguous();
+    const bool channels_last = weight_layout(w) == WeightLayout::krsc;
     const int64_t k_stride = Cg * RS, c_stride = channels_last ? 1 : RS, tap_stride = channels_last ? Cg : 1;
     std::vector<int64_t> offsets;  // the phase's taps within a kernel, in (r', s') order
     for (int64_t r : rows.taps)

@@ -312,8 +312,8 @@ void channel_vector_rows_in_place(const DirectProblem& d, const T* image, const 
       for (int64_t q0 = qa; q0 < qb; q0 += J) {
         const int64_t q1 = std::min(q0, qb - J);
         for (int64_t b = 0; b < blocks; ++b) {  // every block of the run's pixels: their channels read in turn
-          run_outputs(first_row + (q1 * d.stride_w - d.offset_w) * pixel + b * L, weights + b * weight_stride + r0 * d.S * L,
-                      r1 - r0, d.S, d.dilation_h * d.W * pixel, d.dilation_w * pixel, d.stride_w * pixel,
+          run_outputs(first_row + (q1 * d.stride_w - d.offset_w) * pixel + b * L,
+                      weights + b * weight_stride + r0 * d.S * L, r1 - r0, d.S, d.dilation_h * d.W * pixel, d.dilation_w * pixel, d.stride_w * pixel,
                       S::load(biases + b * L), run);
           for (int j = 0; j < J; ++j) S::store(out_row + (q1 + j) * pixel + b * L, run[j]);
         }
@@ -344,7 +344,8 @@ void channel_vector_rows_in_place(const DirectProblem& d, const T* image, const 
           run_outputs(window.data(), block_weights, d.R, d.S, window_cols * L, d.dilation_w * L, d.stride_w * L, bias,
                       run);
         }
-        for (int64_t j = 0; j < std::min<int64_t>(J, d.Q - q0); ++j) S::store(out_row + (q0 + j) * pixel + b * L, run[j]);
+        for (int64_t j = 0; j < std::min<int64_t>(J, d.Q - q0); ++j)
+          S::store(out_row + (q0 + j) * pixel + b * L, run[j]);
       }
     }
   }
@@ -400,7 +401,8 @@ void channel_vectors(const DirectProblem& d, const T* x, const T* w, WeightOrder
       const int64_t n = task / in_place_bands, p0 = task % in_place_bands * in_place_band;
       channel_vector_rows_in_place<T, J>(d, x + channel_start(d.layout, n, 0, C, d.H * d.W), packed.data(), taps * L,
                                          biases.data(), in_place_blocks, run_in_place, p0,
-                                         std::min(in_place_band, d.P - p0), y + channel_start(d.layout, n, 0, C, plane_out));
+                                         std::min(in_place_band, d.P - p0),
+                                         y + channel_start(d.layout, n, 0, C, plane_out));
     });
   }
   const int64_t first_block = in_place_blocks, staged_blocks = blocks - in_place_blocks;

@@ -93,7 +93,8 @@ std::vector<T> pack_weights(const DirectProblem& d, const T* w, WeightOrder orde
     const int64_t g = task / blocks, k0 = task % blocks * block_size, channels = std::min(block_size, Kg - k0);
     T* out = packed.data() + task * taps * block_size;
     if (order == WeightOrder::as_given) {
-      if (d.weights == WeightLayout::kcrs) return transpose(w + (g * Kg + k0) * taps, taps, channels, taps, out, block_size);
+      if (d.weights == WeightLayout::kcrs)
+        return transpose(w + (g * Kg + k0) * taps, taps, channels, taps, out, block_size);
       for (int64_t rs = 0; rs < RS; ++rs)  // channels last: one channels x Cg transpose per tap
         transpose(w + (g * Kg + k0) * taps + rs * Cg, taps, channels, Cg, out + rs * block_size, RS * block_size);
       return;
@@ -292,7 +293,8 @@ void padded_row_tiles(const DirectProblem& d, const T* rows, int64_t VW, const i
     for (int64_t j = 0; j < count; ++j) {
       T* to = y_row + (q0 + j) * d.K + k0;
       if (kcount == KV * L) {
-        for (int v = 0; v < KV; ++v) S::store(to + v * L, S::load(out + (j * KV + v) * L) + S::load(biases + k0 + v * L));
+        for (int v = 0; v < KV; ++v)
+          S::store(to + v * L, S::load(out + (j * KV + v) * L) + S::load(biases + k0 + v * L));
       } else {
         for (int64_t k = 0; k < kcount; ++k) to[k] = out[j * KV * L + k] + biases[k0 + k];
       }
@@ -310,7 +312,8 @@ void padded_rows_correlation(const DirectProblem& d, const T* x, const std::vect
   std::vector<int64_t> tap_offsets(taps);
   for (int64_t c = 0; c < C; ++c)
     for (int64_t r = 0; r < d.R; ++r)
-      for (int64_t s = 0; s < d.S; ++s) tap_offsets[(c * d.R + r) * d.S + s] = (r * d.dilation_h * VW + s * d.dilation_w) * C + c;
+      for (int64_t s = 0; s < d.S; ++s)
+        tap_offsets[(c * d.R + r) * d.S + s] = (r * d.dilation_h * VW + s * d.dilation_w) * C + c;
   std::vector<T> biases(blocks * L, T(0));
   if (bias != nullptr) std::copy(bias, bias + d.K, biases.begin());
   // Output rows per band: its padded rows near kPaddedRowsBytes, and at least four tasks per thread.

@@ -182,7 +182,8 @@ void winograd_correlation_tiles(const DirectProblem& d, const T* x, const T* w, 
   parallel_tasks(div_up(C, L), K * 9 * L, [&](int64_t chunk) {
     const int64_t c0 = chunk * L, c1 = std::min(C, c0 + L);
     if (order == WeightOrder::as_given && d.weights == WeightLayout::krsc) {  // w[k, r, s, c]: one transpose per tap
-      for (int rs = 0; rs < 9; ++rs) transpose(w + rs * C + c0, 9 * C, K, c1 - c0, taps + c0 * 9 * K_pad + rs * K_pad, 9 * K_pad);
+      for (int rs = 0; rs < 9; ++rs)
+        transpose(w + rs * C + c0, 9 * C, K, c1 - c0, taps + c0 * 9 * K_pad + rs * K_pad, 9 * K_pad);
     } else if (order == WeightOrder::as_given) {  // L channels of every kernel: whole L x L register transposes
       transpose(w + c0 * 9, C * 9, K, (c1 - c0) * 9, taps + c0 * 9 * K_pad, K_pad);
     } else if (d.weights == WeightLayout::krsc) {  // w'[k, c](r, s) = w[c, 2 - r, 2 - s, k]: rows of K
