@@ -313,8 +313,8 @@ void channel_vector_rows_in_place(const DirectProblem& d, const T* image, const 
         const int64_t q1 = std::min(q0, qb - J);
         for (int64_t b = 0; b < blocks; ++b) {  // every block of the run's pixels: their channels read in turn
           run_outputs(first_row + (q1 * d.stride_w - d.offset_w) * pixel + b * L,
-                      weights + b * weight_stride + r0 * d.S * L, r1 - r0, d.S, d.dilation_h * d.W * pixel, d.dilation_w * pixel, d.stride_w * pixel,
-                      S::load(biases + b * L), run);
+                      weights + b * weight_stride + r0 * d.S * L, r1 - r0, d.S, d.dilation_h * d.W * pixel,
+                      d.dilation_w * pixel, d.stride_w * pixel, S::load(biases + b * L), run);
           for (int j = 0; j < J; ++j) S::store(out_row + (q1 + j) * pixel + b * L, run[j]);
         }
       }
