@@ -278,3 +278,31 @@ def test_numpy_and_list_arguments(generator):
     # F.conv2d also takes one-element sequences and integer scalar tensors
     got = torchcorr.corr2d(x, w, stride=[2], padding=(1,), dilation=torch.tensor(2), groups=2)
     assert_matches(got, F.conv2d(x, w, stride=2, padding=1, dilation=2, groups=2), torch.float64)
+
+
+@pytest.mark.skipif(not torchcorr.native_available("cpu"), reason="the direct call is the native op's")
+def test_plain_calls_go_straight_to_the_op(monkeypatch, generator):
+    """4-D tensors with int or pair arguments reach the op without Python's argument parsing (the op checks
+    them); the other forms, and every bad call, still go through it."""
+    from torchcorr import functional
+    parsed = []
+
+    def counting_parse(*args, **kwargs):
+        parsed.append(args[0])
+        return parse(*args, **kwargs)
+
+    parse = functional.parse
+    monkeypatch.setattr(functional, "parse", counting_parse)
+    x = torch.randn(2, 4, 9, 8, dtype=torch.float64, generator=generator)
+    w = torch.randn(6, 2, 3, 3, dtype=torch.float64, generator=generator)
+    b = torch.randn(6, dtype=torch.float64, generator=generator)
+    got = torchcorr.corr2d(x, w, b, (2, 1), 1, (1, 2), 2)
+    assert_matches(got, F.conv2d(x, w, b, (2, 1), 1, (1, 2), 2), torch.float64)
+    assert parsed == []
+    torchcorr.corr2d(x, w, b, padding="same", groups=2)  # string padding: parsed
+    torchcorr.corr2d(x[0], w, b, groups=2)  # unbatched: parsed
+    with pytest.raises(TypeError, match="stride must be an int or a pair"):
+        torchcorr.corr2d(x, w, b, stride=True, groups=2)  # the op would take a bool; parse refuses it
+    with pytest.raises(ValueError, match="input channels"):
+        torchcorr.corr2d(x, w, b, groups=1)  # the op's error, named in corr2d's words
+    assert len(parsed) == 4

@@ -104,6 +104,8 @@ def _autocast(input, weight, bias):
     Here, before the dtypes are compared, so that mixed dtypes pass as they do for F.conv2d, and so that
     the reference gets it too; the forward op's own autocast rule (csrc/autocast/) serves torch.ops calls.
     """
+    if not torch._C._is_any_autocast_enabled():  # the common case, a tenth of the device-type test
+        return input, weight, bias
     device_type = input.device.type
     if not (device_type in AUTOCAST_DEVICE_TYPES and torch.is_autocast_enabled(device_type)):
         return input, weight, bias
@@ -155,24 +157,26 @@ def parse(op, input, weight, bias=None, stride=1, padding=0, dilation=1, groups=
     input, weight, rank = _batch(op, input, weight, bias)
     stride = _pair(op, "stride", stride, 1)
     dilation = _pair(op, "dilation", dilation, 1)
-    groups_int = _as_int(groups)
-    if groups_int is None:
-        raise TypeError(f"{op}: groups must be an int, got {groups!r}")
-    groups = groups_int
+    if type(groups) is not int:
+        groups_int = _as_int(groups)
+        if groups_int is None:
+            raise TypeError(f"{op}: groups must be an int, got {groups!r}")
+        groups = groups_int
     if groups < 1:
         raise ValueError(f"{op}: groups must be positive, got {groups}")
 
-    channels, out_channels = input.shape[1], weight.shape[0]
+    in_shape, kernel_shape = input.shape, weight.shape  # read once: each read builds a Size
+    channels, out_channels = in_shape[1], kernel_shape[0]
     if channels % groups != 0:
         raise ValueError(f"{op}: input channels ({channels}) must be divisible by groups ({groups})")
     if out_channels % groups != 0:
         raise ValueError(f"{op}: output channels ({out_channels}) must be divisible by groups ({groups})")
-    if weight.shape[1] * groups != channels:
-        raise ValueError(f"{op}: weight of shape {tuple(weight.shape)} expects {weight.shape[1] * groups} "
-                         f"input channels ({weight.shape[1]} per group x {groups} groups), but the input "
+    if kernel_shape[1] * groups != channels:
+        raise ValueError(f"{op}: weight of shape {tuple(kernel_shape)} expects {kernel_shape[1] * groups} "
+                         f"input channels ({kernel_shape[1]} per group x {groups} groups), but the input "
                          f"has {channels}")
-    if weight.shape[2] < 1 or weight.shape[3] < 1:
-        raise ValueError(f"{op}: kernel must be at least 1x1, got weight of shape {tuple(weight.shape)}")
+    if kernel_shape[2] < 1 or kernel_shape[3] < 1:
+        raise ValueError(f"{op}: kernel must be at least 1x1, got weight of shape {tuple(kernel_shape)}")
     if bias is not None and bias.shape != (out_channels,):
         raise ValueError(f"{op}: bias must have shape ({out_channels},), one value per output channel, "
                          f"got {tuple(bias.shape)}")
@@ -182,6 +186,7 @@ def parse(op, input, weight, bias=None, stride=1, padding=0, dilation=1, groups=
             padding = (0, 0)
         elif padding == "same":
             input, padding = _same_padding(op, input, weight, stride, dilation)
+            in_shape = input.shape
         else:
             raise ValueError(f"{op}: padding must be 'same', 'valid', an int or a pair of ints, got "
                              f"{padding!r}")
@@ -189,11 +194,11 @@ def parse(op, input, weight, bias=None, stride=1, padding=0, dilation=1, groups=
         padding = _pair(op, "padding", padding, 0)
 
     for i, side in enumerate(("height", "width")):
-        span = dilation[i] * (weight.shape[2 + i] - 1) + 1
-        padded = input.shape[2 + i] + 2 * padding[i]
+        span = dilation[i] * (kernel_shape[2 + i] - 1) + 1
+        padded = in_shape[2 + i] + 2 * padding[i]
         if padded >= 2**63:
             raise ValueError(f"{op}: the padded input {side} ({padded}) does not fit in 64 bits")
         if span > padded:
-            raise ValueError(f"{op}: kernel {side} {weight.shape[2 + i]} (spanning {span} with dilation "
+            raise ValueError(f"{op}: kernel {side} {kernel_shape[2 + i]} (spanning {span} with dilation "
                              f"{dilation[i]}) is larger than the padded input {side} {padded}")
     return Corr2dArgs(input, weight, bias, stride, padding, dilation, groups, rank)

@@ -45,6 +45,8 @@ library, load_error = _load()
 if load_error is not None:
     warnings.warn(load_error, RuntimeWarning, stacklevel=2)
 NATIVE_DEVICE_TYPES = _native_device_types(library)
+CPU_IS_NATIVE, CUDA_IS_NATIVE = "cpu" in NATIVE_DEVICE_TYPES, "cuda" in NATIVE_DEVICE_TYPES
+forward_op = torch.ops.torchcorr.corr2d_forward.default if library is not None else None  # looked up once
 
 
 def native_available(device="cpu") -> bool:

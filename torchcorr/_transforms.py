@@ -19,7 +19,7 @@ ops = torch.ops.torchcorr
 def transformed(*tensors) -> bool:
     """Whether a torch.func transform is tracking any of the tensors (never while torch.compile traces: it
     keeps the ops, and their C++ autograd, in the graph)."""
-    if torch.compiler.is_compiling():
+    if not torch._C._are_functorch_transforms_active() or torch.compiler.is_compiling():
         return False
     return any(t is not None and is_functorch_wrapped_tensor(t) for t in tensors)
 

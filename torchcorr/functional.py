@@ -17,7 +17,10 @@ from .reference import corr2d_nchw
 _warned_devices = set()
 
 
-def _use_native(device: torch.device) -> bool:
+def _use_native(input: Tensor) -> bool:
+    if input.is_cpu and _native.CPU_IS_NATIVE:  # the common case, without building a torch.device
+        return True
+    device = input.device
     if device.type in _native.NATIVE_DEVICE_TYPES:
         return True
     if _native.library is not None and device.type not in _warned_devices:
@@ -28,6 +31,28 @@ def _use_native(device: torch.device) -> bool:
     return False
 
 
+def _plain_pair(value) -> bool:
+    kind = type(value)
+    return kind is int or (kind is tuple and len(value) == 2 and type(value[0]) is int and type(value[1]) is int)
+
+
+def _direct_call(input, weight, bias, stride, padding, dilation, groups) -> bool:
+    """Whether the op can take the arguments as they are: 4-D tensors together on a native device, ints or
+    pairs of ints, and nothing for Python to do (no autocast cast, torch.func transform or compilation). The
+    op checks them itself; `parse` only runs to name a problem it reports."""
+    if not (type(input) is Tensor and isinstance(weight, Tensor) and (bias is None or isinstance(bias, Tensor))
+            and input.dim() == 4 and type(groups) is int and _plain_pair(stride) and _plain_pair(padding)
+            and _plain_pair(dilation)):
+        return False
+    if input.is_cpu:  # where the tensors are: a meta weight would take the op to its shape-only kernel
+        together = _native.CPU_IS_NATIVE and weight.is_cpu and (bias is None or bias.is_cpu)
+    else:
+        together = (input.is_cuda and _native.CUDA_IS_NATIVE and weight.device == input.device and
+                    (bias is None or bias.device == input.device))
+    return (together and not torch._C._is_any_autocast_enabled() and
+            not torch._C._are_functorch_transforms_active() and not torch.compiler.is_compiling())
+
+
 def corr2d(input: Tensor, weight: Tensor, bias=None, stride=1, padding=0, dilation=1, groups=1) -> Tensor:
     """2-D cross-correlation with the semantics of torch.nn.functional.conv2d.
 
@@ -35,13 +60,18 @@ def corr2d(input: Tensor, weight: Tensor, bias=None, stride=1, padding=0, dilati
     a 2-D image (H, W) with a 2-D kernel (kh, kw), which returns a 2-D result.
     stride, padding and dilation take an int or a pair; padding also takes 'same' or 'valid'.
     """
+    if _direct_call(input, weight, bias, stride, padding, dilation, groups):  # a third of the time of a small layer's call
+        try:
+            return _native.forward_op(input, weight, bias, stride, padding, dilation, groups)
+        except (TypeError, ValueError, RuntimeError):
+            pass  # parse names the problem in this function's words, or the op reports it again below
     args = parse("torchcorr.corr2d", input, weight, bias, stride, padding, dilation, groups)
     problem = args[:7]
-    if _use_native(args.input.device):
+    if _use_native(args.input):
         if transformed(*problem[:3]):  # under torch.func: the Python autograd.Functions
             output = Forward.apply(*problem[:3], Config(*problem[3:]))
         else:
-            output = torch.ops.torchcorr.corr2d_forward.default(*problem)
+            output = _native.forward_op(*problem)
     else:
         output = corr2d_nchw(*problem)
     return restore_rank(output, args.input_rank)

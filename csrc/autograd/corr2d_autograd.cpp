@@ -36,15 +36,14 @@ struct Config {
   std::vector<int64_t> stride, padding, dilation;
   int64_t groups;
 
+  // One saved entry (each entry is a hashed string key and a list: a third of a small layer's forward call).
   void save(AutogradContext* ctx) const {
-    ctx->saved_data["stride"] = stride;
-    ctx->saved_data["padding"] = padding;
-    ctx->saved_data["dilation"] = dilation;
-    ctx->saved_data["groups"] = groups;
+    ctx->saved_data["config"] = std::vector<int64_t>{stride[0], stride[1], padding[0], padding[1], dilation[0],
+                                                     dilation[1], groups};
   }
   static Config load(AutogradContext* ctx) {
-    return {ctx->saved_data["stride"].toIntVector(), ctx->saved_data["padding"].toIntVector(),
-            ctx->saved_data["dilation"].toIntVector(), ctx->saved_data["groups"].toInt()};
+    const auto v = ctx->saved_data["config"].toIntVector();
+    return {{v[0], v[1]}, {v[2], v[3]}, {v[4], v[5]}, v[6]};
   }
 };
 
@@ -75,10 +74,11 @@ class Forward : public torch::autograd::Function<Forward> {
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& w,
                             const std::optional<at::Tensor>& b, const Config& c) {
     at::AutoDispatchBelowADInplaceOrView below_autograd;
+    auto y = forward_op(x, w, b, c);  // first: the op checks the config that save() reads
     ctx->save_for_backward({x, w});
     c.save(ctx);
     ctx->saved_data["has_bias"] = b.has_value();
-    return forward_op(x, w, b, c);
+    return y;
   }
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     const auto saved = ctx->get_saved_variables();
@@ -99,9 +99,10 @@ class InputGrad : public torch::autograd::Function<InputGrad> {
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& gy, const at::Tensor& w,
                             c10::SymIntArrayRef input_size, const Config& c) {
     at::AutoDispatchBelowADInplaceOrView below_autograd;
+    auto gx = input_grad_op(gy, w, input_size, c);
     ctx->save_for_backward({gy, w});
     c.save(ctx);
-    return input_grad_op(gy, w, input_size, c);
+    return gx;
   }
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     const auto saved = ctx->get_saved_variables();
@@ -118,9 +119,10 @@ class WeightGrad : public torch::autograd::Function<WeightGrad> {
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& gy, const at::Tensor& x,
                             c10::SymIntArrayRef weight_size, const Config& c) {
     at::AutoDispatchBelowADInplaceOrView below_autograd;
+    auto gw = weight_grad_op(gy, x, weight_size, c);
     ctx->save_for_backward({gy, x});
     c.save(ctx);
-    return weight_grad_op(gy, x, weight_size, c);
+    return gw;
   }
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     const auto saved = ctx->get_saved_variables();
@@ -164,19 +166,36 @@ at::Tensor forward_autograd(const at::Tensor& x, const at::Tensor& w, const std:
   return Forward::apply(x, w, b, c);
 }
 
+// The gradient ops are recorded only under create_graph (double backward); a plain backward calls them below.
 at::Tensor input_grad_autograd(const at::Tensor& gy, const at::Tensor& w, c10::SymIntArrayRef input_size,
                                at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation,
                                int64_t groups) {
-  return InputGrad::apply(gy, w, input_size, Config{stride.vec(), padding.vec(), dilation.vec(), groups});
+  const Config c{stride.vec(), padding.vec(), dilation.vec(), groups};
+  if (!records({&gy, &w})) {
+    at::AutoDispatchBelowADInplaceOrView below_autograd;
+    return input_grad_op(gy, w, input_size, c);
+  }
+  return InputGrad::apply(gy, w, input_size, c);
 }
 
 at::Tensor weight_grad_autograd(const at::Tensor& gy, const at::Tensor& x, c10::SymIntArrayRef weight_size,
                                 at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation,
                                 int64_t groups) {
-  return WeightGrad::apply(gy, x, weight_size, Config{stride.vec(), padding.vec(), dilation.vec(), groups});
+  const Config c{stride.vec(), padding.vec(), dilation.vec(), groups};
+  if (!records({&gy, &x})) {
+    at::AutoDispatchBelowADInplaceOrView below_autograd;
+    return weight_grad_op(gy, x, weight_size, c);
+  }
+  return WeightGrad::apply(gy, x, weight_size, c);
 }
 
-at::Tensor bias_grad_autograd(const at::Tensor& gy) { return BiasGrad::apply(gy); }
+at::Tensor bias_grad_autograd(const at::Tensor& gy) {
+  if (!records({&gy})) {
+    at::AutoDispatchBelowADInplaceOrView below_autograd;
+    return bias_grad_op(gy);
+  }
+  return BiasGrad::apply(gy);
+}
 
 }  // namespace
 
