@@ -107,6 +107,9 @@ PATHS = {
     # images and within one
     "gemm_reduction_slots": P(3, 20, 64, 60, 24, 1, 1, (1, 1), (0, 0), (1, 1), 1, True),
     "gemm_reduction_slots_one_image": P(1, 17, 80, 70, 19, 1, 1, (1, 1), (0, 0), (1, 1), 1, False),
+    # the weight gradient of one image's grouped layer, a product per group (per-sample gradients under vmap):
+    # partial strips of rows (9 outputs) and columns (4 x 3 x 2 taps), strided, cropped
+    "gemm_per_group_weight_grad": P(1, 12, 9, 8, 27, 3, 2, (2, 1), (1, 0), (1, 1), 3, True),
 }
 
 

@@ -1,9 +1,9 @@
 """Python registrations of the native ops, torch.ops.torchcorr.*: fake kernels (the shapes, dtypes and
 layouts of their results, for torch.compile, torch.export and meta tensors) and vmap batching rules.
 
-The ops' autograd is in C++ (csrc/autograd/corr2d_autograd.cpp; under torch.func transforms,
-_transforms.py): each op is linear in each tensor argument and its derivatives are the other ops, so gradients
-of any order come from the same kernels.
+The ops' autograd, reverse and forward mode, is in C++ (csrc/autograd/corr2d_autograd.cpp), torch.func's
+transforms included: each op is linear in each tensor argument and its derivatives are the other ops, so
+derivatives of any order come from the same kernels; under vmap, the rules below fold the batch into the op.
 """
 
 import torch

@@ -10,7 +10,6 @@ import torch
 from torch import Tensor
 
 from . import _native
-from ._transforms import Config, Forward, transformed
 from ._args import flip_kernel, parse, restore_rank
 from .reference import corr2d_nchw
 
@@ -38,7 +37,7 @@ def _plain_pair(value) -> bool:
 
 def _direct_call(input, weight, bias, stride, padding, dilation, groups) -> bool:
     """Whether the op can take the arguments as they are: 4-D tensors together on a native device, ints or
-    pairs of ints, and nothing for Python to do (no autocast cast, torch.func transform or compilation). The
+    pairs of ints, and nothing for Python to do (no autocast cast, no compilation tracing this function). The
     op checks them itself; `parse` only runs to name a problem it reports."""
     if not (type(input) is Tensor and isinstance(weight, Tensor) and (bias is None or isinstance(bias, Tensor))
             and input.dim() == 4 and type(groups) is int and _plain_pair(stride) and _plain_pair(padding)
@@ -49,8 +48,7 @@ def _direct_call(input, weight, bias, stride, padding, dilation, groups) -> bool
     else:
         together = (input.is_cuda and _native.CUDA_IS_NATIVE and weight.device == input.device and
                     (bias is None or bias.device == input.device))
-    return (together and not torch._C._is_any_autocast_enabled() and
-            not torch._C._are_functorch_transforms_active() and not torch.compiler.is_compiling())
+    return together and not torch._C._is_any_autocast_enabled() and not torch.compiler.is_compiling()
 
 
 def corr2d(input: Tensor, weight: Tensor, bias=None, stride=1, padding=0, dilation=1, groups=1) -> Tensor:
@@ -68,10 +66,7 @@ def corr2d(input: Tensor, weight: Tensor, bias=None, stride=1, padding=0, dilati
     args = parse("torchcorr.corr2d", input, weight, bias, stride, padding, dilation, groups)
     problem = args[:7]
     if _use_native(args.input):
-        if transformed(*problem[:3]):  # under torch.func: the Python autograd.Functions
-            output = Forward.apply(*problem[:3], Config(*problem[3:]))
-        else:
-            output = _native.forward_op(*problem)
+        output = _native.forward_op(*problem)
     else:
         output = corr2d_nchw(*problem)
     return restore_rank(output, args.input_rank)

@@ -8,16 +8,26 @@
 //   gw = weight_grad(gy, x)    g_gy = forward(x, ggw)             g_x = input_grad(gy, ggw)
 //   gb = bias_grad(gy)         g_gy = ggb broadcast over batch and pixels
 //
-// Backward calls the ops through the dispatcher, so under create_graph they are recorded in turn and
-// gradients of any order come from the same kernels.
+// and, forward mode, the tangent of op(a, t) is op(a_t, t) + op(a, t_t) (plus b_t broadcast for the forward).
+// Each op's autograd kernel records a graph node of its own (as torch's generated ones do, not a
+// torch::autograd::Function, which torch.func refuses) and sets the result's tangent when an operand has one,
+// so torch.func's grad, vjp, jvp, jacrev, jacfwd and hessian run through this file too (vmap: the ops'
+// batching rules, torchcorr/_ops.py). Backward and tangents call the ops through the dispatcher, so they are
+// recorded in turn and derivatives of any order come from the same kernels.
+#include <ATen/ATen.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/autograd.h>
+#include <torch/csrc/autograd/function.h>
+#include <torch/csrc/autograd/functions/utils.h>
 #include <torch/library.h>
+
+#include <type_traits>
 
 namespace torchcorr {
 namespace {
 
-using torch::autograd::AutogradContext;
+using torch::autograd::Node;
+using torch::autograd::SavedVariable;
 using torch::autograd::variable_list;
 
 template <typename Signature>
@@ -35,16 +45,6 @@ using BiasGradSignature = at::Tensor(const at::Tensor&);
 struct Config {
   std::vector<int64_t> stride, padding, dilation;
   int64_t groups;
-
-  // One saved entry (each entry is a hashed string key and a list: a third of a small layer's forward call).
-  void save(AutogradContext* ctx) const {
-    ctx->saved_data["config"] = std::vector<int64_t>{stride[0], stride[1], padding[0], padding[1], dilation[0],
-                                                     dilation[1], groups};
-  }
-  static Config load(AutogradContext* ctx) {
-    const auto v = ctx->saved_data["config"].toIntVector();
-    return {{v[0], v[1]}, {v[2], v[3]}, {v[4], v[5]}, v[6]};
-  }
 };
 
 at::Tensor forward_op(const at::Tensor& x, const at::Tensor& w, const std::optional<at::Tensor>& b, const Config& c) {
@@ -69,85 +69,110 @@ at::Tensor bias_grad_op(const at::Tensor& gy) {
 
 c10::SymIntArrayRef spatial(const at::Tensor& t) { return t.sym_sizes().slice(2); }
 
-class Forward : public torch::autograd::Function<Forward> {
- public:
-  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& w,
-                            const std::optional<at::Tensor>& b, const Config& c) {
-    at::AutoDispatchBelowADInplaceOrView below_autograd;
-    auto y = forward_op(x, w, b, c);  // first: the op checks the config that save() reads
-    ctx->save_for_backward({x, w});
-    c.save(ctx);
-    ctx->saved_data["has_bias"] = b.has_value();
-    return y;
+// The op below autograd: the kernel itself (the operands' graph and tangents are this file's business).
+template <typename Call>
+at::Tensor below_autograd(const Call& call) {
+  at::AutoDispatchBelowADInplaceOrView guard;
+  return call();
+}
+
+// a + b, either of which may be undefined.
+at::Tensor sum(const at::Tensor& a, const at::Tensor& b) {
+  if (!a.defined()) return b;
+  if (!b.defined()) return a;
+  return a + b;
+}
+
+at::Tensor tangent(const at::Tensor& t) { return t.defined() ? t._fw_grad(/*level=*/0) : at::Tensor(); }
+
+// t without its tangent (the other operand's in a tangent formula: a tangent may not carry one of its own).
+at::Tensor primal(const at::Tensor& t) { return tangent(t).defined() ? t._fw_primal(/*level=*/0) : t; }
+
+void set_tangent(const at::Tensor& result, const at::Tensor& result_tangent) {
+  if (result_tangent.defined()) result._set_fw_grad(result_tangent, /*level=*/0, /*is_inplace_op=*/false);
+}
+
+// Graph nodes are shared_ptr in torch 2.11 and intrusive_ptr from 2.14: whichever Edge holds.
+using NodePtr = decltype(torch::autograd::Edge::function);
+
+template <typename N>
+auto make_node() {
+  if constexpr (std::is_same_v<NodePtr, std::shared_ptr<Node>>) {  // deleteNode (found by argument lookup, and
+    return std::shared_ptr<N>(new N(), [](N* node) { deleteNode(node); });  // only in 2.11) frees long chains
+  } else {
+    return c10::make_intrusive<N>();
   }
-  static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    const auto saved = ctx->get_saved_variables();
-    const auto& x = saved[0];
-    const auto& w = saved[1];
-    const auto c = Config::load(ctx);
+}
+
+// A node of an op linear in its two tensors (a, t): it saves both, or the sizes it needs, and its backward
+// gives one gradient per operand (and the bias's, for the forward pass).
+struct LinearNode : Node {
+  SavedVariable a, t;
+  Config config;
+
+  std::pair<at::Tensor, at::Tensor> unpack() const { return {a.unpack(), t.unpack()}; }
+  void release_variables() override {
+    a.reset_data();
+    t.reset_data();
+  }
+};
+
+// y = forward(x, w) + b: gx = input_grad(gy, w), gw = weight_grad(gy, x), gb = bias_grad(gy).
+struct ForwardBackward : LinearNode {
+  bool has_bias = false;
+  std::string name() const override { return "Corr2dForwardBackward"; }
+  variable_list apply(variable_list&& grads) override {
+    const auto [x, w] = unpack();
     const auto& g = grads[0];
-    at::Tensor gx, gw, gb;
-    if (ctx->needs_input_grad(0)) gx = input_grad_op(g, w, spatial(x), c);
-    if (ctx->needs_input_grad(1)) gw = weight_grad_op(g, x, spatial(w), c);
-    if (ctx->saved_data["has_bias"].toBool() && ctx->needs_input_grad(2)) gb = bias_grad_op(g);
-    return {gx, gw, gb, at::Tensor()};
+    variable_list result(3);
+    if (!g.defined()) return result;
+    if (task_should_compute_output(0)) result[0] = input_grad_op(g, w, spatial(x), config);
+    if (task_should_compute_output(1)) result[1] = weight_grad_op(g, x, spatial(w), config);
+    if (has_bias && task_should_compute_output(2)) result[2] = bias_grad_op(g);
+    return result;
   }
 };
 
-class InputGrad : public torch::autograd::Function<InputGrad> {
- public:
-  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& gy, const at::Tensor& w,
-                            c10::SymIntArrayRef input_size, const Config& c) {
-    at::AutoDispatchBelowADInplaceOrView below_autograd;
-    auto gx = input_grad_op(gy, w, input_size, c);
-    ctx->save_for_backward({gy, w});
-    c.save(ctx);
-    return gx;
-  }
-  static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    const auto saved = ctx->get_saved_variables();
-    const auto c = Config::load(ctx);
-    at::Tensor d_gy, d_w;
-    if (ctx->needs_input_grad(0)) d_gy = forward_op(grads[0], saved[1], std::nullopt, c);
-    if (ctx->needs_input_grad(1)) d_w = weight_grad_op(saved[0], grads[0], spatial(saved[1]), c);
-    return {d_gy, d_w, at::Tensor(), at::Tensor()};
+// gx = input_grad(gy, w): g_gy = forward(ggx, w), g_w = weight_grad(gy, ggx).
+struct InputGradBackward : LinearNode {
+  std::string name() const override { return "Corr2dInputGradBackward"; }
+  variable_list apply(variable_list&& grads) override {
+    const auto [gy, w] = unpack();
+    const auto& g = grads[0];
+    variable_list result(2);
+    if (!g.defined()) return result;
+    if (task_should_compute_output(0)) result[0] = forward_op(g, w, std::nullopt, config);
+    if (task_should_compute_output(1)) result[1] = weight_grad_op(gy, g, spatial(w), config);
+    return result;
   }
 };
 
-class WeightGrad : public torch::autograd::Function<WeightGrad> {
- public:
-  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& gy, const at::Tensor& x,
-                            c10::SymIntArrayRef weight_size, const Config& c) {
-    at::AutoDispatchBelowADInplaceOrView below_autograd;
-    auto gw = weight_grad_op(gy, x, weight_size, c);
-    ctx->save_for_backward({gy, x});
-    c.save(ctx);
-    return gw;
-  }
-  static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    const auto saved = ctx->get_saved_variables();
-    const auto c = Config::load(ctx);
-    at::Tensor d_gy, d_x;
-    if (ctx->needs_input_grad(0)) d_gy = forward_op(saved[1], grads[0], std::nullopt, c);
-    if (ctx->needs_input_grad(1)) d_x = input_grad_op(saved[0], grads[0], spatial(saved[1]), c);
-    return {d_gy, d_x, at::Tensor(), at::Tensor()};
+// gw = weight_grad(gy, x): g_gy = forward(x, ggw), g_x = input_grad(gy, ggw).
+struct WeightGradBackward : LinearNode {
+  std::string name() const override { return "Corr2dWeightGradBackward"; }
+  variable_list apply(variable_list&& grads) override {
+    const auto [gy, x] = unpack();
+    const auto& g = grads[0];
+    variable_list result(2);
+    if (!g.defined()) return result;
+    if (task_should_compute_output(0)) result[0] = forward_op(x, g, std::nullopt, config);
+    if (task_should_compute_output(1)) result[1] = input_grad_op(gy, g, spatial(x), config);
+    return result;
   }
 };
 
-class BiasGrad : public torch::autograd::Function<BiasGrad> {
- public:
-  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& gy) {
-    at::AutoDispatchBelowADInplaceOrView below_autograd;
-    ctx->saved_data["shape"] = gy.sym_sizes().vec();
-    return bias_grad_op(gy);
-  }
-  static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    const auto shape = ctx->saved_data["shape"].toSymIntList().vec();
-    return {grads[0].view({1, -1, 1, 1}).expand_symint(shape)};
+// gb = bias_grad(gy): g_gy = ggb broadcast.
+struct BiasGradBackward : Node {
+  std::vector<c10::SymInt> shape;
+  std::string name() const override { return "Corr2dBiasGradBackward"; }
+  variable_list apply(variable_list&& grads) override {
+    const auto& g = grads[0];
+    if (!g.defined() || !task_should_compute_output(0)) return {at::Tensor()};
+    return {g.view({1, -1, 1, 1}).expand_symint(shape)};
   }
 };
 
-// Whether a call must be recorded for backward; when not, it goes straight to the kernel (inference).
+// Whether a call must be recorded for backward.
 bool records(std::initializer_list<const at::Tensor*> tensors) {
   if (!at::GradMode::is_enabled()) return false;
   for (const at::Tensor* t : tensors)
@@ -155,46 +180,80 @@ bool records(std::initializer_list<const at::Tensor*> tensors) {
   return false;
 }
 
+// Records `result` = op(a, t) (and b) on a new node N saving a and t, when any operand needs a gradient.
+template <typename N>
+void record(const at::Tensor& result, const at::Tensor& a, const at::Tensor& t, const at::Tensor& b,
+            const Config& config) {
+  if (!records({&a, &t, &b})) return;
+  auto node = make_node<N>();
+  if constexpr (std::is_same_v<N, ForwardBackward>) {
+    node->set_next_edges(torch::autograd::collect_next_edges(a, t, b));
+  } else {
+    node->set_next_edges(torch::autograd::collect_next_edges(a, t));
+  }
+  node->a = SavedVariable(a, false);
+  node->t = SavedVariable(t, false);
+  node->config = config;
+  if constexpr (std::is_same_v<N, ForwardBackward>) node->has_bias = b.defined();
+  torch::autograd::set_history(result, node);
+}
+
 at::Tensor forward_autograd(const at::Tensor& x, const at::Tensor& w, const std::optional<at::Tensor>& b,
                             at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation,
                             int64_t groups) {
   const Config c{stride.vec(), padding.vec(), dilation.vec(), groups};
-  if (!records({&x, &w, b ? &*b : &x})) {
-    at::AutoDispatchBelowADInplaceOrView below_autograd;
-    return forward_op(x, w, b, c);
+  const at::Tensor bias = b.value_or(at::Tensor());
+  auto y = below_autograd([&] { return forward_op(x, w, b, c); });
+  record<ForwardBackward>(y, x, w, bias, c);
+  const auto x_t = tangent(x), w_t = tangent(w), b_t = tangent(bias);
+  if (x_t.defined() || w_t.defined() || b_t.defined()) {
+    auto y_t = sum(x_t.defined() ? forward_op(x_t, primal(w), std::nullopt, c) : at::Tensor(),
+                   w_t.defined() ? forward_op(primal(x), w_t, std::nullopt, c) : at::Tensor());
+    if (b_t.defined()) y_t = y_t.defined() ? y_t + b_t.view({1, -1, 1, 1}) : b_t.view({1, -1, 1, 1}).expand_as(y);
+    set_tangent(y, y_t);
   }
-  return Forward::apply(x, w, b, c);
+  return y;
 }
 
-// The gradient ops are recorded only under create_graph (double backward); a plain backward calls them below.
 at::Tensor input_grad_autograd(const at::Tensor& gy, const at::Tensor& w, c10::SymIntArrayRef input_size,
                                at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation,
                                int64_t groups) {
   const Config c{stride.vec(), padding.vec(), dilation.vec(), groups};
-  if (!records({&gy, &w})) {
-    at::AutoDispatchBelowADInplaceOrView below_autograd;
-    return input_grad_op(gy, w, input_size, c);
+  auto gx = below_autograd([&] { return input_grad_op(gy, w, input_size, c); });
+  record<InputGradBackward>(gx, gy, w, at::Tensor(), c);
+  const auto gy_t = tangent(gy), w_t = tangent(w);
+  if (gy_t.defined() || w_t.defined()) {
+    set_tangent(gx, sum(gy_t.defined() ? input_grad_op(gy_t, primal(w), input_size, c) : at::Tensor(),
+                        w_t.defined() ? input_grad_op(primal(gy), w_t, input_size, c) : at::Tensor()));
   }
-  return InputGrad::apply(gy, w, input_size, c);
+  return gx;
 }
 
 at::Tensor weight_grad_autograd(const at::Tensor& gy, const at::Tensor& x, c10::SymIntArrayRef weight_size,
                                 at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation,
                                 int64_t groups) {
   const Config c{stride.vec(), padding.vec(), dilation.vec(), groups};
-  if (!records({&gy, &x})) {
-    at::AutoDispatchBelowADInplaceOrView below_autograd;
-    return weight_grad_op(gy, x, weight_size, c);
+  auto gw = below_autograd([&] { return weight_grad_op(gy, x, weight_size, c); });
+  record<WeightGradBackward>(gw, gy, x, at::Tensor(), c);
+  const auto gy_t = tangent(gy), x_t = tangent(x);
+  if (gy_t.defined() || x_t.defined()) {
+    set_tangent(gw, sum(gy_t.defined() ? weight_grad_op(gy_t, primal(x), weight_size, c) : at::Tensor(),
+                        x_t.defined() ? weight_grad_op(primal(gy), x_t, weight_size, c) : at::Tensor()));
   }
-  return WeightGrad::apply(gy, x, weight_size, c);
+  return gw;
 }
 
 at::Tensor bias_grad_autograd(const at::Tensor& gy) {
-  if (!records({&gy})) {
-    at::AutoDispatchBelowADInplaceOrView below_autograd;
-    return bias_grad_op(gy);
+  auto gb = below_autograd([&] { return bias_grad_op(gy); });
+  if (records({&gy})) {
+    auto node = make_node<BiasGradBackward>();
+    node->set_next_edges(torch::autograd::collect_next_edges(gy));
+    node->shape = gy.sym_sizes().vec();
+    torch::autograd::set_history(gb, node);
   }
-  return BiasGrad::apply(gy);
+  const auto gy_t = tangent(gy);
+  if (gy_t.defined()) set_tangent(gb, bias_grad_op(gy_t));
+  return gb;
 }
 
 }  // namespace

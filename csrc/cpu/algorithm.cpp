@@ -39,6 +39,14 @@ bool stem_weight_grad(const Corr2dProblem& p, Op op, Layout layout) {
          p.K >= kGemmMinStemChannels;
 }
 
+// Weight gradients of one image's grouped layer with whole GEMM strips per group: per-sample gradients under
+// torch.func's vmap, which folds the samples into groups (the direct kernel splits work by images and rows,
+// so one image ran on one thread).
+bool per_group_weight_grad(const Corr2dProblem& p, Op op, Layout layout) {
+  return op == Op::weight_grad && layout == Layout::planes && p.groups > 1 && p.N == 1 &&
+         p.K / p.groups >= kGemmMinStemChannels && p.C / p.groups * p.R * p.S >= kGemmMinChannels;
+}
+
 }  // namespace
 
 bool winograd_enabled() { return winograd_switch.load(std::memory_order_relaxed); }
@@ -49,7 +57,8 @@ void set_gemm_enabled(bool enabled) { gemm_switch.store(enabled, std::memory_ord
 void set_gemm_everywhere(bool everywhere) { gemm_everywhere.store(everywhere, std::memory_order_relaxed); }
 
 Algorithm choose_algorithm(const Corr2dProblem& p, Op op, at::ScalarType compute, Layout layout) {
-  if (gemm_enabled() && stem_weight_grad(p, op, layout)) return Algorithm::gemm;
+  if (gemm_enabled() && (stem_weight_grad(p, op, layout) || per_group_weight_grad(p, op, layout)))
+    return Algorithm::gemm;
   if (p.groups != 1 || p.K < kGemmMinChannels || p.C < kGemmMinChannels) return Algorithm::direct;
   if (gemm_enabled() && (is_pointwise(p) || gemm_everywhere.load(std::memory_order_relaxed))) return Algorithm::gemm;
   if (winograd_fits(p, op, compute)) return Algorithm::winograd;

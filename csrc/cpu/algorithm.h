@@ -13,6 +13,10 @@
 //   gemm     weight gradient of any kernel on planes of at      few pixels per image: the direct weight
 //            most kGemmMaxWindowPixels outputs                  gradient's tiles are mostly halo and setup
 //                                                               (512ch 7x7 3x3: 1.6x faster as a GEMM)
+//   gemm     weight gradient of one image's grouped layer       a product per group, every group in
+//            (planes; at least 8 outputs and 16 taps per        parallel: per-sample gradients, which vmap
+//            group)                                             folds into groups (64 x 16 -> 32 3x3 on 8x8:
+//                                                               7x faster than the direct kernel's one task)
 //   winograd every op of stride-1, dilation-1 3x3 layers in       F(4x4, 3x3) or F(2x2, 3x3), and F(3x3, 2x2)
 //            float32 (float16 and bfloat16 computed in float32)  for the weight gradient:
 //            with enough tiles (algorithm.cpp; weight           2.25-4x fewer multiplications than the direct
