@@ -48,6 +48,22 @@ def test_compile_fullgraph_under_autocast(fn):
     assert compiled(x, w).dtype == torch.float32  # and outside autocast, the operands' own dtype
 
 
+def test_compiled_autograd_traces_the_backward():
+    """torch._dynamo's compiled autograd takes the backward of plain eager calls (the ops' eager autograd is a
+    torch::autograd::Function, which it runs as an opaque step of its graph)."""
+    from torch._dynamo import compiled_autograd
+
+    torch.manual_seed(0)
+    model = SmallNet().double()
+    x = torch.randn(2, 3, 9, 9, dtype=torch.float64, requires_grad=True)
+    expected = loss_and_grads(model, x)[1:]
+    torch._dynamo.reset()
+    with compiled_autograd._enable(torch.compile(backend="aot_eager")):
+        model(x).square().sum().backward()
+    for got, want in zip([x.grad, *(p.grad for p in model.parameters())], expected):
+        assert_matches(got, want, torch.float64)
+
+
 def test_compile_dynamic_shapes():
     torch.manual_seed(0)
     weight = torch.randn(4, 2, 3, 3)

@@ -146,10 +146,11 @@ def test_module_through_functional_call():
 
 
 def test_calls_record_the_native_autograd_nodes():
-    """Eager calls and calls under transforms alike are recorded by the ops' C++ nodes (no Python Function)."""
+    """Eager calls and calls under transforms alike are recorded in C++ (no Python Function per call): a
+    torch::autograd::Function in plain eager, the op's own node under a transform."""
     x = torch.randn(1, 2, 5, 5, requires_grad=True)
     y = torchcorr.corr2d(x, torch.randn(3, 2, 3, 3))
-    assert y.grad_fn.name() == "Corr2dForwardBackward"
+    assert "Recorded<torchcorr::(anonymous namespace)::ForwardDerivatives>" in y.grad_fn.name()
     names = []
 
     def objective(x):

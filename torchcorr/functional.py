@@ -1,6 +1,8 @@
 """The public functions: corr2d (cross-correlation) and conv2d (strict convolution).
 
-Arguments are normalised once (torchcorr._args.parse), then the 4-D problem goes to the native op
+A plain call (4-D tensors on a native device, int or pair arguments) goes straight to the native op, which
+checks it: Python's argument handling was most of a small layer's call. Every other call, and every call the
+op refuses, has its arguments normalised and checked once (torchcorr._args.parse), then goes to the native op
 for the tensor's device, or to the pure-PyTorch reference where there is none.
 """
 
@@ -58,7 +60,7 @@ def corr2d(input: Tensor, weight: Tensor, bias=None, stride=1, padding=0, dilati
     a 2-D image (H, W) with a 2-D kernel (kh, kw), which returns a 2-D result.
     stride, padding and dilation take an int or a pair; padding also takes 'same' or 'valid'.
     """
-    if _direct_call(input, weight, bias, stride, padding, dilation, groups):  # a third of the time of a small layer's call
+    if _direct_call(input, weight, bias, stride, padding, dilation, groups):
         try:
             return _native.forward_op(input, weight, bias, stride, padding, dilation, groups)
         except (TypeError, ValueError, RuntimeError):

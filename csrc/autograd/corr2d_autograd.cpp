@@ -15,6 +15,7 @@
 // batching rules, torchcorr/_ops.py). Backward and tangents call the ops through the dispatcher, so they are
 // recorded in turn and derivatives of any order come from the same kernels.
 #include <ATen/ATen.h>
+#include <c10/core/impl/LocalDispatchKeySet.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/autograd.h>
 #include <torch/csrc/autograd/function.h>
@@ -26,6 +27,7 @@
 namespace torchcorr {
 namespace {
 
+using torch::autograd::AutogradContext;
 using torch::autograd::Node;
 using torch::autograd::SavedVariable;
 using torch::autograd::variable_list;
@@ -92,6 +94,84 @@ void set_tangent(const at::Tensor& result, const at::Tensor& result_tangent) {
   if (result_tangent.defined()) result._set_fw_grad(result_tangent, /*level=*/0, /*is_inplace_op=*/false);
 }
 
+// The derivatives of an op linear in its two tensors (a, t): one gradient per operand, and the bias's for the
+// forward pass; `needed(i)` says whether operand i's is wanted.
+struct ForwardDerivatives {  // y = forward(x, w) + b
+  static constexpr const char* name = "Corr2dForwardBackward";
+  template <typename Needed>
+  static variable_list backward(const at::Tensor& x, const at::Tensor& w, bool has_bias, const at::Tensor& g,
+                                const Config& c, const Needed& needed) {
+    variable_list result(3);
+    if (!g.defined()) return result;
+    if (needed(0)) result[0] = input_grad_op(g, w, spatial(x), c);
+    if (needed(1)) result[1] = weight_grad_op(g, x, spatial(w), c);
+    if (has_bias && needed(2)) result[2] = bias_grad_op(g);
+    return result;
+  }
+};
+
+struct InputGradDerivatives {  // gx = input_grad(gy, w)
+  static constexpr const char* name = "Corr2dInputGradBackward";
+  template <typename Needed>
+  static variable_list backward(const at::Tensor& gy, const at::Tensor& w, bool, const at::Tensor& g,
+                                const Config& c, const Needed& needed) {
+    variable_list result(2);
+    if (!g.defined()) return result;
+    if (needed(0)) result[0] = forward_op(g, w, std::nullopt, c);
+    if (needed(1)) result[1] = weight_grad_op(gy, g, spatial(w), c);
+    return result;
+  }
+};
+
+struct WeightGradDerivatives {  // gw = weight_grad(gy, x)
+  static constexpr const char* name = "Corr2dWeightGradBackward";
+  template <typename Needed>
+  static variable_list backward(const at::Tensor& gy, const at::Tensor& x, bool, const at::Tensor& g,
+                                const Config& c, const Needed& needed) {
+    variable_list result(2);
+    if (!g.defined()) return result;
+    if (needed(0)) result[0] = forward_op(x, g, std::nullopt, c);
+    if (needed(1)) result[1] = input_grad_op(gy, g, spatial(x), c);
+    return result;
+  }
+};
+
+// Two recorders of the same derivatives. Plain eager calls: a torch::autograd::Function, which compiled
+// autograd can trace. Under torch.func's transforms, which refuse such a Function, and for forward-mode
+// tangents, which it cannot carry: a graph node of this file's own, as torch's generated ops record.
+bool own_nodes(std::initializer_list<const at::Tensor*> tensors) {
+  const auto included = c10::impl::tls_local_dispatch_key_set().included_;  // a transform is running
+  if (included.has(c10::DispatchKey::FuncTorchDynamicLayerFrontMode) ||
+      included.has(c10::DispatchKey::FuncTorchDynamicLayerBackMode))
+    return true;
+  for (const at::Tensor* t : tensors)
+    if (tangent(*t).defined()) return true;
+  return false;
+}
+
+template <typename D>
+struct Recorded : torch::autograd::Function<Recorded<D>> {
+  template <typename Compute>
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& a, const at::Tensor& t,
+                            const std::optional<at::Tensor>& b, const Config& c, const Compute& compute) {
+    auto result = compute();
+    ctx->save_for_backward({a, t});
+    ctx->saved_data["config"] = std::vector<int64_t>{c.stride[0], c.stride[1], c.padding[0], c.padding[1],
+                                                     c.dilation[0], c.dilation[1], c.groups};
+    ctx->saved_data["has_bias"] = b.has_value();
+    return result;
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    const auto v = ctx->saved_data["config"].toIntVector();
+    const Config c{{v[0], v[1]}, {v[2], v[3]}, {v[4], v[5]}, v[6]};
+    auto result = D::backward(saved[0], saved[1], ctx->saved_data["has_bias"].toBool(), grads[0], c,
+                              [&](size_t i) { return ctx->needs_input_grad(i); });
+    result.resize(5);  // no gradients for the config and the computation
+    return result;
+  }
+};
+
 // Graph nodes are shared_ptr in torch 2.11 and intrusive_ptr from 2.14: whichever Edge holds.
 using NodePtr = decltype(torch::autograd::Edge::function);
 
@@ -104,72 +184,44 @@ auto make_node() {
   }
 }
 
-// A node of an op linear in its two tensors (a, t): it saves both, or the sizes it needs, and its backward
-// gives one gradient per operand (and the bias's, for the forward pass).
-struct LinearNode : Node {
+template <typename D>
+struct OwnNode : Node {
   SavedVariable a, t;
   Config config;
-
-  std::pair<at::Tensor, at::Tensor> unpack() const { return {a.unpack(), t.unpack()}; }
+  bool has_bias = false;
+  std::string name() const override { return D::name; }
+  variable_list apply(variable_list&& grads) override {
+    auto result = D::backward(a.unpack(), t.unpack(), has_bias, grads[0], config,
+                              [&](size_t i) { return task_should_compute_output(i); });
+    result.resize(num_outputs());  // the forward pass's bias gradient only where it has a bias
+    return result;
+  }
   void release_variables() override {
     a.reset_data();
     t.reset_data();
   }
 };
 
-// y = forward(x, w) + b: gx = input_grad(gy, w), gw = weight_grad(gy, x), gb = bias_grad(gy).
-struct ForwardBackward : LinearNode {
-  bool has_bias = false;
-  std::string name() const override { return "Corr2dForwardBackward"; }
-  variable_list apply(variable_list&& grads) override {
-    const auto [x, w] = unpack();
-    const auto& g = grads[0];
-    variable_list result(3);
-    if (!g.defined()) return result;
-    if (task_should_compute_output(0)) result[0] = input_grad_op(g, w, spatial(x), config);
-    if (task_should_compute_output(1)) result[1] = weight_grad_op(g, x, spatial(w), config);
-    if (has_bias && task_should_compute_output(2)) result[2] = bias_grad_op(g);
-    return result;
-  }
-};
-
-// gx = input_grad(gy, w): g_gy = forward(ggx, w), g_w = weight_grad(gy, ggx).
-struct InputGradBackward : LinearNode {
-  std::string name() const override { return "Corr2dInputGradBackward"; }
-  variable_list apply(variable_list&& grads) override {
-    const auto [gy, w] = unpack();
-    const auto& g = grads[0];
-    variable_list result(2);
-    if (!g.defined()) return result;
-    if (task_should_compute_output(0)) result[0] = forward_op(g, w, std::nullopt, config);
-    if (task_should_compute_output(1)) result[1] = weight_grad_op(gy, g, spatial(w), config);
-    return result;
-  }
-};
-
-// gw = weight_grad(gy, x): g_gy = forward(x, ggw), g_x = input_grad(gy, ggw).
-struct WeightGradBackward : LinearNode {
-  std::string name() const override { return "Corr2dWeightGradBackward"; }
-  variable_list apply(variable_list&& grads) override {
-    const auto [gy, x] = unpack();
-    const auto& g = grads[0];
-    variable_list result(2);
-    if (!g.defined()) return result;
-    if (task_should_compute_output(0)) result[0] = forward_op(x, g, std::nullopt, config);
-    if (task_should_compute_output(1)) result[1] = input_grad_op(gy, g, spatial(x), config);
-    return result;
-  }
-};
-
 // gb = bias_grad(gy): g_gy = ggb broadcast.
-struct BiasGradBackward : Node {
+at::Tensor bias_grad_backward(const at::Tensor& g, c10::SymIntArrayRef shape) {
+  return g.defined() ? g.view({1, -1, 1, 1}).expand_symint(shape) : at::Tensor();
+}
+
+struct BiasGradRecorded : torch::autograd::Function<BiasGradRecorded> {
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& gy) {
+    at::AutoDispatchBelowADInplaceOrView below_autograd;
+    ctx->saved_data["shape"] = gy.sym_sizes().vec();
+    return bias_grad_op(gy);
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    return {bias_grad_backward(grads[0], ctx->saved_data["shape"].toSymIntList().vec())};
+  }
+};
+
+struct BiasGradNode : Node {
   std::vector<c10::SymInt> shape;
   std::string name() const override { return "Corr2dBiasGradBackward"; }
-  variable_list apply(variable_list&& grads) override {
-    const auto& g = grads[0];
-    if (!g.defined() || !task_should_compute_output(0)) return {at::Tensor()};
-    return {g.view({1, -1, 1, 1}).expand_symint(shape)};
-  }
+  variable_list apply(variable_list&& grads) override { return {bias_grad_backward(grads[0], shape)}; }
 };
 
 // Whether a call must be recorded for backward.
@@ -180,22 +232,26 @@ bool records(std::initializer_list<const at::Tensor*> tensors) {
   return false;
 }
 
-// Records `result` = op(a, t) (and b) on a new node N saving a and t, when any operand needs a gradient.
-template <typename N>
-void record(const at::Tensor& result, const at::Tensor& a, const at::Tensor& t, const at::Tensor& b,
-            const Config& config) {
-  if (!records({&a, &t, &b})) return;
-  auto node = make_node<N>();
-  if constexpr (std::is_same_v<N, ForwardBackward>) {
-    node->set_next_edges(torch::autograd::collect_next_edges(a, t, b));
-  } else {
-    node->set_next_edges(torch::autograd::collect_next_edges(a, t));
+// result = op(a, t) (+ b), computed by `compute` below autograd and recorded for backward when an operand
+// needs a gradient.
+template <typename D, typename Compute>
+at::Tensor record(const at::Tensor& a, const at::Tensor& t, const at::Tensor& b, const Config& config,
+                  const Compute& compute) {
+  const auto below = [&] { return below_autograd(compute); };
+  if (!records({&a, &t, &b})) return below();
+  if (!own_nodes({&a, &t, &b})) {
+    return Recorded<D>::apply(a, t, b.defined() ? std::optional<at::Tensor>(b) : std::nullopt, config, below);
   }
+  auto result = below();
+  auto node = make_node<OwnNode<D>>();
+  node->set_next_edges(b.defined() ? torch::autograd::collect_next_edges(a, t, b)
+                                   : torch::autograd::collect_next_edges(a, t));
   node->a = SavedVariable(a, false);
   node->t = SavedVariable(t, false);
   node->config = config;
-  if constexpr (std::is_same_v<N, ForwardBackward>) node->has_bias = b.defined();
+  node->has_bias = b.defined();
   torch::autograd::set_history(result, node);
+  return result;
 }
 
 at::Tensor forward_autograd(const at::Tensor& x, const at::Tensor& w, const std::optional<at::Tensor>& b,
@@ -203,8 +259,7 @@ at::Tensor forward_autograd(const at::Tensor& x, const at::Tensor& w, const std:
                             int64_t groups) {
   const Config c{stride.vec(), padding.vec(), dilation.vec(), groups};
   const at::Tensor bias = b.value_or(at::Tensor());
-  auto y = below_autograd([&] { return forward_op(x, w, b, c); });
-  record<ForwardBackward>(y, x, w, bias, c);
+  auto y = record<ForwardDerivatives>(x, w, bias, c, [&] { return forward_op(x, w, b, c); });
   const auto x_t = tangent(x), w_t = tangent(w), b_t = tangent(bias);
   if (x_t.defined() || w_t.defined() || b_t.defined()) {
     auto y_t = sum(x_t.defined() ? forward_op(x_t, primal(w), std::nullopt, c) : at::Tensor(),
@@ -219,8 +274,7 @@ at::Tensor input_grad_autograd(const at::Tensor& gy, const at::Tensor& w, c10::S
                                at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation,
                                int64_t groups) {
   const Config c{stride.vec(), padding.vec(), dilation.vec(), groups};
-  auto gx = below_autograd([&] { return input_grad_op(gy, w, input_size, c); });
-  record<InputGradBackward>(gx, gy, w, at::Tensor(), c);
+  auto gx = record<InputGradDerivatives>(gy, w, at::Tensor(), c, [&] { return input_grad_op(gy, w, input_size, c); });
   const auto gy_t = tangent(gy), w_t = tangent(w);
   if (gy_t.defined() || w_t.defined()) {
     set_tangent(gx, sum(gy_t.defined() ? input_grad_op(gy_t, primal(w), input_size, c) : at::Tensor(),
@@ -233,8 +287,8 @@ at::Tensor weight_grad_autograd(const at::Tensor& gy, const at::Tensor& x, c10::
                                 at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation,
                                 int64_t groups) {
   const Config c{stride.vec(), padding.vec(), dilation.vec(), groups};
-  auto gw = below_autograd([&] { return weight_grad_op(gy, x, weight_size, c); });
-  record<WeightGradBackward>(gw, gy, x, at::Tensor(), c);
+  auto gw = record<WeightGradDerivatives>(gy, x, at::Tensor(), c,
+                                          [&] { return weight_grad_op(gy, x, weight_size, c); });
   const auto gy_t = tangent(gy), x_t = tangent(x);
   if (gy_t.defined() || x_t.defined()) {
     set_tangent(gw, sum(gy_t.defined() ? weight_grad_op(gy_t, primal(x), weight_size, c) : at::Tensor(),
@@ -244,9 +298,14 @@ at::Tensor weight_grad_autograd(const at::Tensor& gy, const at::Tensor& x, c10::
 }
 
 at::Tensor bias_grad_autograd(const at::Tensor& gy) {
-  auto gb = below_autograd([&] { return bias_grad_op(gy); });
-  if (records({&gy})) {
-    auto node = make_node<BiasGradBackward>();
+  at::Tensor gb;
+  if (!records({&gy})) {
+    gb = below_autograd([&] { return bias_grad_op(gy); });
+  } else if (!own_nodes({&gy})) {
+    gb = BiasGradRecorded::apply(gy);
+  } else {
+    gb = below_autograd([&] { return bias_grad_op(gy); });
+    auto node = make_node<BiasGradNode>();
     node->set_next_edges(torch::autograd::collect_next_edges(gy));
     node->shape = gy.sym_sizes().vec();
     torch::autograd::set_history(gb, node);
