@@ -108,6 +108,32 @@ def test_per_sample_gradients(name, no_vmap_fallback):
     assert_same(got, tuple(torch.stack(parts) for parts in zip(*loop)))
 
 
+def test_raw_ops_under_grad_and_jvp():
+    """The raw ops themselves under grad, jvp and hessian-vector products, against F.conv2d's."""
+    problem = PROBLEMS["grouped_strided"]
+    x, w, b = problem.tensors(generator=torch.Generator().manual_seed(6))
+    config = problem.config()
+    ops = torch.ops.torchcorr
+    raw = [list(problem.stride), list(problem.padding), list(problem.dilation), problem.groups]
+
+    def ours(x, w):
+        y = ops.corr2d_forward(x, w, b, *raw)
+        gx = ops.corr2d_input_grad(y, w, list(x.shape[2:]), *raw)  # every op in the chain
+        return (ops.corr2d_weight_grad(y, gx, list(w.shape[2:]), *raw).square().sum()
+                + ops.corr2d_bias_grad(y).square().sum())
+
+    def theirs(x, w):
+        y = F.conv2d(x, w, b, **config)
+        gx = torch.nn.grad.conv2d_input(x.shape, w, y, **config)
+        return (torch.nn.grad.conv2d_weight(gx, w.shape, y, **config).square().sum()
+                + y.sum((0, 2, 3)).square().sum())
+
+    assert_same(grad(ours, argnums=(0, 1))(x, w), grad(theirs, argnums=(0, 1))(x, w))
+    tangents = (torch.randn_like(x), torch.randn_like(w))
+    assert_same(jvp(ours, (x, w), tangents), jvp(theirs, (x, w), tangents))
+    assert_same(jvp(grad(ours, argnums=1), (x, w), tangents), jvp(grad(theirs, argnums=1), (x, w), tangents))
+
+
 def test_raw_ops_under_vmap(no_vmap_fallback):
     """The four ops' batching rules, called directly, against a loop over the batch."""
     problem = PROBLEMS["grouped_strided"]

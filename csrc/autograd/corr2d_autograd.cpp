@@ -9,11 +9,11 @@
 //   gb = bias_grad(gy)         g_gy = ggb broadcast over batch and pixels
 //
 // and, forward mode, the tangent of op(a, t) is op(a_t, t) + op(a, t_t) (plus b_t broadcast for the forward).
-// Each op's autograd kernel records a graph node of its own (as torch's generated ones do, not a
-// torch::autograd::Function, which torch.func refuses) and sets the result's tangent when an operand has one,
-// so torch.func's grad, vjp, jvp, jacrev, jacfwd and hessian run through this file too (vmap: the ops'
-// batching rules, torchcorr/_ops.py). Backward and tangents call the ops through the dispatcher, so they are
-// recorded in turn and derivatives of any order come from the same kernels.
+// Each op's autograd kernel records the call (record: a torch::autograd::Function in plain eager, a graph node of
+// its own under torch.func's transforms, which refuse such Functions) and sets the result's tangent when an
+// operand has one, so torch.func's grad, vjp, jvp, jacrev, jacfwd and hessian run through this file too (vmap:
+// the ops' batching rules, torchcorr/_ops.py). Backward and tangents call the ops through the dispatcher, so
+// they are recorded in turn and derivatives of any order come from the same kernels.
 #include <ATen/ATen.h>
 #include <c10/core/impl/LocalDispatchKeySet.h>
 #include <ATen/core/dispatch/Dispatcher.h>
