@@ -6,6 +6,8 @@ the same random state (dropout, stochastic depth), or the run aborts. Then both 
 torch.utils.benchmark, in float32:
   - inference: eval mode under torch.inference_mode();
   - training step: train mode, forward, cross-entropy loss, backward (gradients set to None before each).
+Each is timed in ROUNDS rounds, torch first in one round and torchcorr first in the next (the first model
+timed in a process ran 10-15% slower), and each library's time is the median over its rounds.
 Ratio = torch time / torchcorr time (above 1: torchcorr is faster).
 
 Then every convolution those models call is timed alone, torch's F.conv2d against torchcorr.corr2d, forward
@@ -25,6 +27,7 @@ import argparse
 import copy
 import math
 import os
+import statistics
 import sys
 from collections import defaultdict
 
@@ -111,14 +114,22 @@ def median_ms(stmt, label, sub_label, description, min_run_time, **globals_):
     return timer.blocked_autorange(min_run_time=min_run_time).median * 1e3
 
 
+ROUNDS = 4  # rounds per measurement, the order of the two libraries alternating
+
+
 def time_model(name, original, converted, x, target, min_run_time):
     row = {"model": name}
     for task, stmt, mode in (("inference", "inference(model, x)", "eval"),
                              ("training", "training_step(model, x, target)", "train")):
-        for library, model in (("torch", original), ("torchcorr", converted)):
-            getattr(model, mode)()
-            row[f"{library} {task} ms"] = median_ms(stmt, "model", name, library, min_run_time, model=model, x=x,
-                                                    target=target, inference=inference, training_step=training_step)
+        times = defaultdict(list)
+        for round_ in range(ROUNDS):
+            libraries = [("torch", original), ("torchcorr", converted)]
+            for library, model in libraries if round_ % 2 == 0 else reversed(libraries):
+                getattr(model, mode)()
+                times[library].append(median_ms(stmt, "model", name, library, min_run_time / ROUNDS, model=model,
+                                                x=x, target=target, inference=inference, training_step=training_step))
+        for library, measured in times.items():
+            row[f"{library} {task} ms"] = statistics.median(measured)
         row[f"speedup {task}"] = row[f"torch {task} ms"] / row[f"torchcorr {task} ms"]
     return row
 
