@@ -79,6 +79,15 @@ BAD_OP_CALLS = [
     ("weight_grad: dtype", lambda: ops.corr2d_weight_grad(torch.randn(2, 6, 6, 6).double(), x4, [3, 3], [1, 1],
                                                           [0, 0], [1, 1], 2), "dtype"),
     ("bias_grad: 2-D", lambda: ops.corr2d_bias_grad(torch.randn(6, 6)), "grad_output must be 4-D"),
+    # a meta operand takes the call to the shape-only kernel, which must refuse it too
+    ("forward: meta weight", lambda: ops.corr2d_forward(x4, w4.to("meta"), None, [1, 1], [0, 0], [1, 1], 2),
+     "one device"),
+    ("forward: meta bias", lambda: ops.corr2d_forward(x4, w4, torch.randn(6, device="meta"), [1, 1], [0, 0],
+                                                      [1, 1], 2), "one device"),
+    ("input_grad: meta weight", lambda: ops.corr2d_input_grad(torch.randn(2, 6, 6, 6), w4.to("meta"), [8, 8],
+                                                              [1, 1], [0, 0], [1, 1], 2), "one device"),
+    ("weight_grad: meta input", lambda: ops.corr2d_weight_grad(torch.randn(2, 6, 6, 6), x4.to("meta"), [3, 3],
+                                                               [1, 1], [0, 0], [1, 1], 2), "one device"),
 ]
 
 

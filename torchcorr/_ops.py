@@ -14,8 +14,15 @@ from ._args import output_size
 ops = torch.ops.torchcorr
 
 
-def _empty_result(shape, first, second):
-    """The result's layout: channels_last when either operand is, as torch's conv2d (and our kernels) decide."""
+def _empty_result(shape, first, second, *others):
+    """The result's layout: channels_last when either operand is, as torch's conv2d (and our kernels) decide.
+
+    The operands must share a device, as the kernels check: a meta operand beside a CPU one brings the call
+    here, which would otherwise answer a CPU call with a meta tensor."""
+    for operand in (second, *others):
+        if operand is not None and operand.device != first.device:
+            raise RuntimeError(f"torchcorr: the operands are on {first.device} and {operand.device}; they must "
+                               "be on one device")
     layout = (torch.channels_last if torch.channels_last in (suggest_memory_format(first), suggest_memory_format(second))
               else torch.contiguous_format)
     return torch.empty(shape, dtype=first.dtype, device=first.device, memory_format=layout)
@@ -25,7 +32,7 @@ def _empty_result(shape, first, second):
 def _forward_fake(input, weight, bias, stride, padding, dilation, groups):
     rows, cols = output_size(input.shape[2], input.shape[3], weight.shape[2], weight.shape[3],
                              stride, padding, dilation)
-    return _empty_result((input.shape[0], weight.shape[0], rows, cols), input, weight)
+    return _empty_result((input.shape[0], weight.shape[0], rows, cols), input, weight, bias)
 
 
 @torch.library.register_fake("torchcorr::corr2d_input_grad")
