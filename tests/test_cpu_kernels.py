@@ -110,6 +110,7 @@ PATHS = {
     # the weight gradient of one image's grouped layer, a product per group (per-sample gradients under vmap):
     # partial strips of rows (9 outputs) and columns (4 x 3 x 2 taps), strided, cropped
     "gemm_per_group_weight_grad": P(1, 12, 9, 8, 27, 3, 2, (2, 1), (1, 0), (1, 1), 3, True),
+    "gemm_per_group_weight_grad_strided_1x1": P(1, 32, 9, 9, 16, 1, 1, (2, 2), (0, 0), (1, 1), 2, True),
 }
 
 

@@ -148,22 +148,23 @@ at::Tensor gemm_input_grad(const Corr2dProblem& p, Layout layout, const at::Tens
 }
 
 at::Tensor gemm_weight_grad(const Corr2dProblem& p, Layout layout, const at::Tensor& gy, const at::Tensor& x) {
-  const auto pixels = is_pointwise(p) ? read_pixels(p, layout, x) : x;
   ConvWindows windows = forward_windows(p, true);
   if (p.groups > 1) {
     // One image: gw[g] (K/groups x C/groups*R*S) = gy[g] (K/groups x P*Q) · X[g]^T, one product per group, the
-    // groups in parallel (per-sample weight gradients: torch.func's vmap folds the samples into groups).
+    // groups in parallel (per-sample weight gradients: torch.func's vmap folds the samples into groups). The
+    // windows read x itself, strides and all.
     TORCH_INTERNAL_ASSERT(p.N == 1 && layout == Layout::planes, "grouped GEMM weight gradients: one image, planes");
     const int64_t Cg = p.C / p.groups, Kg = p.K / p.groups, taps = Cg * p.R * p.S;
     auto gw = at::empty({p.K, Cg, p.R, p.S}, gy.options());  // overwritten by the products
     AT_DISPATCH_FLOATING_TYPES(gy.scalar_type(), "gemm_weight_grad_cpu", [&] {
       const GemmOperand<scalar_t> a{gy.const_data_ptr<scalar_t>(), p.P * p.Q, 1, Kg * p.P * p.Q};
-      const GemmOperand<scalar_t> b{pixels.const_data_ptr<scalar_t>(), 1, p.H * p.W, Cg * p.H * p.W, &windows};
+      const GemmOperand<scalar_t> b{x.const_data_ptr<scalar_t>(), 1, p.H * p.W, Cg * p.H * p.W, &windows};
       run_gemm<scalar_t>({Kg, taps, p.P * p.Q, p.groups, false, a, b, gw.mutable_data_ptr<scalar_t>(), taps,
                           Kg * taps, GemmStart::row_bias});
     });
     return gw;
   }
+  const auto pixels = is_pointwise(p) ? read_pixels(p, layout, x) : x;
   if (layout == Layout::channels_last && !is_pointwise(p)) {
     // gw (K x R*S*C) = sum_n gy[n] (K x P*Q, read across) · X[n]^T, taps (r, s, c) as channels-last windows hold
     // them: gw in channels last.
