@@ -90,6 +90,13 @@ at::Tensor tangent(const at::Tensor& t) { return t.defined() ? t._fw_grad(/*leve
 // t without its tangent (the other operand's in a tangent formula: a tangent may not carry one of its own).
 at::Tensor primal(const at::Tensor& t) { return tangent(t).defined() ? t._fw_primal(/*level=*/0) : t; }
 
+// The tangent of op(a, t), linear in each: op(a_t, t) + op(a, t_t) (undefined when neither has one).
+template <typename Op>
+at::Tensor linear_tangent(const at::Tensor& a, const at::Tensor& t, const Op& op) {
+  const auto a_t = tangent(a), t_t = tangent(t);
+  return sum(a_t.defined() ? op(a_t, primal(t)) : at::Tensor(), t_t.defined() ? op(primal(a), t_t) : at::Tensor());
+}
+
 void set_tangent(const at::Tensor& result, const at::Tensor& result_tangent) {
   if (result_tangent.defined()) result._set_fw_grad(result_tangent, /*level=*/0, /*is_inplace_op=*/false);
 }
@@ -260,13 +267,12 @@ at::Tensor forward_autograd(const at::Tensor& x, const at::Tensor& w, const std:
   const Config c{stride.vec(), padding.vec(), dilation.vec(), groups};
   const at::Tensor bias = b.value_or(at::Tensor());
   auto y = record<ForwardDerivatives>(x, w, bias, c, [&] { return forward_op(x, w, b, c); });
-  const auto x_t = tangent(x), w_t = tangent(w), b_t = tangent(bias);
-  if (x_t.defined() || w_t.defined() || b_t.defined()) {
-    auto y_t = sum(x_t.defined() ? forward_op(x_t, primal(w), std::nullopt, c) : at::Tensor(),
-                   w_t.defined() ? forward_op(primal(x), w_t, std::nullopt, c) : at::Tensor());
-    if (b_t.defined()) y_t = y_t.defined() ? y_t + b_t.view({1, -1, 1, 1}) : b_t.view({1, -1, 1, 1}).expand_as(y);
-    set_tangent(y, y_t);
-  }
+  auto y_t = linear_tangent(x, w, [&](const at::Tensor& x, const at::Tensor& w) {
+    return forward_op(x, w, std::nullopt, c);
+  });
+  if (const auto b_t = tangent(bias); b_t.defined())
+    y_t = y_t.defined() ? y_t + b_t.view({1, -1, 1, 1}) : b_t.view({1, -1, 1, 1}).expand_as(y);
+  set_tangent(y, y_t);
   return y;
 }
 
@@ -274,12 +280,9 @@ at::Tensor input_grad_autograd(const at::Tensor& gy, const at::Tensor& w, c10::S
                                at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation,
                                int64_t groups) {
   const Config c{stride.vec(), padding.vec(), dilation.vec(), groups};
-  auto gx = record<InputGradDerivatives>(gy, w, at::Tensor(), c, [&] { return input_grad_op(gy, w, input_size, c); });
-  const auto gy_t = tangent(gy), w_t = tangent(w);
-  if (gy_t.defined() || w_t.defined()) {
-    set_tangent(gx, sum(gy_t.defined() ? input_grad_op(gy_t, primal(w), input_size, c) : at::Tensor(),
-                        w_t.defined() ? input_grad_op(primal(gy), w_t, input_size, c) : at::Tensor()));
-  }
+  const auto op = [&](const at::Tensor& gy, const at::Tensor& w) { return input_grad_op(gy, w, input_size, c); };
+  auto gx = record<InputGradDerivatives>(gy, w, at::Tensor(), c, [&] { return op(gy, w); });
+  set_tangent(gx, linear_tangent(gy, w, op));
   return gx;
 }
 
@@ -287,24 +290,16 @@ at::Tensor weight_grad_autograd(const at::Tensor& gy, const at::Tensor& x, c10::
                                 at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation,
                                 int64_t groups) {
   const Config c{stride.vec(), padding.vec(), dilation.vec(), groups};
-  auto gw = record<WeightGradDerivatives>(gy, x, at::Tensor(), c,
-                                          [&] { return weight_grad_op(gy, x, weight_size, c); });
-  const auto gy_t = tangent(gy), x_t = tangent(x);
-  if (gy_t.defined() || x_t.defined()) {
-    set_tangent(gw, sum(gy_t.defined() ? weight_grad_op(gy_t, primal(x), weight_size, c) : at::Tensor(),
-                        x_t.defined() ? weight_grad_op(primal(gy), x_t, weight_size, c) : at::Tensor()));
-  }
+  const auto op = [&](const at::Tensor& gy, const at::Tensor& x) { return weight_grad_op(gy, x, weight_size, c); };
+  auto gw = record<WeightGradDerivatives>(gy, x, at::Tensor(), c, [&] { return op(gy, x); });
+  set_tangent(gw, linear_tangent(gy, x, op));
   return gw;
 }
 
 at::Tensor bias_grad_autograd(const at::Tensor& gy) {
-  at::Tensor gb;
-  if (!records({&gy})) {
-    gb = below_autograd([&] { return bias_grad_op(gy); });
-  } else if (!own_nodes({&gy})) {
-    gb = BiasGradRecorded::apply(gy);
-  } else {
-    gb = below_autograd([&] { return bias_grad_op(gy); });
+  const bool recorded = records({&gy}), own_node = recorded && own_nodes({&gy});
+  auto gb = recorded && !own_node ? BiasGradRecorded::apply(gy) : below_autograd([&] { return bias_grad_op(gy); });
+  if (own_node) {
     auto node = make_node<BiasGradNode>();
     node->set_next_edges(torch::autograd::collect_next_edges(gy));
     node->shape = gy.sym_sizes().vec();
