@@ -167,20 +167,25 @@ def test_gemm_switches():
 
 
 # The Winograd family (kernels/winograd.h): stride-1 3x3 layers of one group with at least 16 channels each
-# side, in float32, with enough tiles (csrc/cpu/algorithm.cpp). Output tiles 4x4 (F(4x4, 3x3): from 48 tiles
-# on) or 2x2 (fewer tiles, or a 5x5 plane); planes that tiles do not cover, channel counts that are not whole
-# vectors (17, 33) or longer than a depth step (260 > 256), every padding (the input gradient's virtual padding
-# is 2 - padding), several tile blocks (more than 96 tiles) and the output channels split over tasks (two tile
-# blocks, K > 128).
+# side, in float32 (csrc/cpu/algorithm.cpp, winograd_plan). The block driver (more tiles of 4x4 than twice the
+# output channels) with output tiles 4x4 (from 48 tiles on) or 2x2, and the strip driver (fewer tiles) with 4x4
+# (from 24 tiles on) or 2x2 (fewer tiles, or a 5x5 plane); each forward pass and input gradient (whose output
+# channels are the layer's input channels) checked here. Planes that tiles do not cover, channel counts that are not
+# whole vectors (17, 33) or longer than a depth step (150 > 128 for the strips, 260 > 256 for the blocks), every
+# padding (the input gradient's virtual padding is 2 - padding), several tile blocks (more than 96 tiles), and
+# several blocks of output channels (K > 128) or strips of them (K > 32, the last one partial).
 WINOGRAD_PATHS = {
-    "f4_tails": P(6, 17, 11, 13, 33, 3, 3, (1, 1), (1, 1), (1, 1), 1, True),
-    "f2_tails": P(2, 17, 11, 13, 33, 3, 3, (1, 1), (1, 1), (1, 1), 1, True),
-    "f2_small_plane": P(3, 16, 5, 6, 20, 3, 3, (1, 1), (1, 1), (1, 1), 1, True),
+    "f4_tails": P(6, 17, 11, 13, 33, 3, 3, (1, 1), (1, 1), (1, 1), 1, True),  # blocks F(4x4)
+    "f2_tails": P(10, 17, 7, 7, 18, 3, 3, (1, 1), (1, 1), (1, 1), 1, True),  # blocks F(2x2)
+    "strips_f4_tails": P(2, 17, 11, 13, 33, 3, 3, (1, 1), (1, 1), (1, 1), 1, True),
+    "f2_small_plane": P(3, 16, 5, 6, 20, 3, 3, (1, 1), (1, 1), (1, 1), 1, True),  # strips F(2x2)
     "no_padding": P(2, 20, 10, 9, 24, 3, 3, (1, 1), (0, 0), (1, 1), 1, False),
     "wide_padding": P(2, 18, 7, 8, 16, 3, 3, (1, 1), (2, 1), (1, 1), 1, True),
     "many_tile_blocks": P(4, 16, 30, 31, 16, 3, 3, (1, 1), (1, 1), (1, 1), 1, True),
-    "output_channel_blocks": P(1, 24, 18, 18, 140, 3, 3, (1, 1), (1, 1), (1, 1), 1, True),
-    "deep": P(2, 260, 20, 20, 20, 3, 3, (1, 1), (1, 1), (1, 1), 1, True),
+    "output_channel_blocks": P(12, 16, 18, 18, 140, 3, 3, (1, 1), (1, 1), (1, 1), 1, True),
+    "output_channel_strips": P(1, 24, 18, 18, 140, 3, 3, (1, 1), (1, 1), (1, 1), 1, True),
+    "deep": P(2, 260, 20, 20, 20, 3, 3, (1, 1), (1, 1), (1, 1), 1, True),  # its input gradient: strips, K 260
+    "strips_deep": P(3, 150, 9, 9, 40, 3, 3, (1, 1), (1, 1), (1, 1), 1, True),
 }
 
 

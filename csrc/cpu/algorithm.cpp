@@ -16,19 +16,21 @@ constexpr int64_t kGemmMinStemChannels = 8;
 // 13x13 and 14x14 planes the direct one is 1.3x faster since its chunks fit the cache).
 constexpr int64_t kGemmMaxWindowPixels = 8 * 8;
 
-// Output tiles of m x m over the batch.
-int64_t output_tiles(const Corr2dProblem& p, int64_t m) { return p.N * div_up(p.P, m) * div_up(p.Q, m); }
+// Output tiles of m x m over the batch of N planes of P x Q.
+int64_t output_tiles(int64_t N, int64_t P, int64_t Q, int64_t m) { return N * div_up(P, m) * div_up(Q, m); }
 
-// Stride-1, dilation-1 3x3 layers in float32 (the input gradient of such a layer is itself such a correlation),
-// with enough tiles to repay the transformed kernels. Those are written and read once per call (36/9 times the
-// weights for F(4x4)) but reused once per tile: measured (2 threads, AVX-512, float32, 64-512 channels, 7x7-56x56
-// planes, batch 1-16), Winograd beat the direct kernels from about max(C, K) / 8 tiles of 4x4 on. Weight
-// gradients on planes of up to kGemmMaxWindowPixels stay with the GEMM.
+// Stride-1, dilation-1 3x3 layers in float32 (the input gradient of such a layer is itself such a correlation).
+// Measured (2 threads, AVX-512, float32, 16-1024 channels, 3x3-56x56 planes, batch 1-64), the forward pass and
+// input gradient beat the direct kernels on all but the smallest layers (16 channels on 14x14 at batch 1: 0.9x)
+// once the strip driver (winograd_plan) took the layers with few tiles. The weight gradient, F(3x3, 2x2), needs
+// enough tiles to repay its transforms: about max(C, K) / 8 tiles of 4x4, on planes above kGemmMaxWindowPixels
+// (smaller ones take the GEMM).
 bool winograd_fits(const Corr2dProblem& p, Op op, at::ScalarType compute) {
-  if (op == Op::weight_grad && p.P * p.Q <= kGemmMaxWindowPixels) return false;
-  return winograd_switch.load(std::memory_order_relaxed) && compute == at::kFloat &&
-         p.R == 3 && p.S == 3 && p.stride_h == 1 && p.stride_w == 1 && p.dilation_h == 1 && p.dilation_w == 1 &&
-         8 * output_tiles(p, 4) >= std::max(p.C, p.K);
+  const bool stride_one_3x3 = p.R == 3 && p.S == 3 && p.stride_h == 1 && p.stride_w == 1 && p.dilation_h == 1 &&
+                              p.dilation_w == 1;
+  if (!winograd_switch.load(std::memory_order_relaxed) || compute != at::kFloat || !stride_one_3x3) return false;
+  return op != Op::weight_grad ||
+         (p.P * p.Q > kGemmMaxWindowPixels && 8 * output_tiles(p.N, p.P, p.Q, 4) >= std::max(p.C, p.K));
 }
 
 // Channels-last weight gradients of stems (few input channels, some output channels): the GEMM reads each kernel
@@ -66,13 +68,21 @@ Algorithm choose_algorithm(const Corr2dProblem& p, Op op, at::ScalarType compute
   return op == Op::weight_grad && p.P * p.Q <= kGemmMaxWindowPixels ? Algorithm::gemm : Algorithm::direct;
 }
 
-int winograd_output_tile(const Corr2dProblem& p) {
+WinogradPlan winograd_plan(const DirectProblem& d) {
+  // Measured as winograd_fits says (the ratios against the other choice):
+  //   strips  at most min(2 K, 512) tiles of 4x4: the transformed kernels (4x or 16/9x the weights) would
+  //           outweigh the few tiles that reuse them (512 channels on 7x7 at batch 8: 1.8x faster, 256 on 14x14
+  //           at batch 1: 1.6x); the strip's products for every tile (a*a x tiles x NR) stay in L2
+  //   blocks  more tiles: a block's V and M stay in L2 while the kernels, transformed once, stream (64 channels on
+  //           56x56 at batch 8: 1.5x faster)
   // F(4x4) takes fewer multiplications than F(2x2) unless the plane is small (5x5: a tie), but its kernels are
-  // 2.25x larger and with few tiles its blocks are mostly padding: in the measurements above it won from
-  // max(48, max(C, K) / 4) tiles of 4x4 on.
-  const auto multiplications = [&](int64_t m) { return div_up(p.P, m) * div_up(p.Q, m) * (m + 2) * (m + 2); };
-  const bool many_tiles = output_tiles(p, 4) >= std::max<int64_t>(48, std::max(p.C, p.K) / 4);
-  return many_tiles && multiplications(4) < multiplications(2) ? 4 : 2;
+  // 2.25x larger and with few tiles its register tiles (12 rows of tiles) are mostly padding: it won from 24
+  // tiles of 4x4 on with the strips, from max(48, max(C, K) / 4) with the blocks.
+  const int64_t tiles = output_tiles(d.N, d.P, d.Q, 4);
+  const bool strips = tiles <= std::min<int64_t>(2 * d.K, 512);
+  const auto multiplications = [&](int64_t m) { return div_up(d.P, m) * div_up(d.Q, m) * (m + 2) * (m + 2); };
+  const bool many_tiles = tiles >= (strips ? 24 : std::max<int64_t>(48, std::max(d.C, d.K) / 4));
+  return {many_tiles && multiplications(4) < multiplications(2) ? 4 : 2, strips};
 }
 
 Layout compute_layout(const Corr2dProblem& p, Op op, at::ScalarType compute, at::MemoryFormat result) {

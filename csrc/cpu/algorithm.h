@@ -18,10 +18,10 @@
 //            group)                                             folds into groups (64 x 16 -> 32 3x3 on 8x8:
 //                                                               7x faster than the direct kernel's one task)
 //   winograd every op of stride-1, dilation-1 3x3 layers in       F(4x4, 3x3) or F(2x2, 3x3), and F(3x3, 2x2)
-//            float32 (float16 and bfloat16 computed in float32)  for the weight gradient:
-//            with enough tiles (algorithm.cpp; weight           2.25-4x fewer multiplications than the direct
-//            gradients on planes above 8x8); float64 stays      tiles, as batched products on the GEMM
-//            direct                                             micro-kernel (kernels/winograd.h)
+//            float32 (float16 and bfloat16 computed in float32;  for the weight gradient:
+//            weight gradients with enough tiles on planes       2.25-4x fewer multiplications than the direct
+//            above 8x8, algorithm.cpp); float64 stays direct    tiles, as batched products on the GEMM
+//                                                               micro-kernel (kernels/winograd.h)
 //   direct   everything else: forward and input gradient of     staging + register tiles
 //            kxk layers (the windowed GEMM measured slower:     (kernels/direct_correlation.h)
 //            its packing gathers every tap), single-channel
@@ -54,8 +54,9 @@ enum class Op { forward, input_grad, weight_grad };
 // The family for op of p computed in dtype `compute` (float or double: compute_dtype) and `layout`.
 Algorithm choose_algorithm(const Corr2dProblem& p, Op op, at::ScalarType compute, Layout layout);
 
-// Winograd's output tile for the forward pass and input gradient of p: 4 or 2 (the weight gradient's is 2).
-int winograd_output_tile(const Corr2dProblem& p);
+// How Winograd computes d, the correlation of a forward pass or an input gradient (the weight gradient's output
+// tile is 2).
+WinogradPlan winograd_plan(const DirectProblem& d);
 
 // A 1x1 kernel without padding: its input windows are the input pixels themselves.
 inline bool is_pointwise(const Corr2dProblem& p) { return p.R == 1 && p.S == 1 && p.pad_h == 0 && p.pad_w == 0; }

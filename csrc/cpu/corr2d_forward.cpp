@@ -33,7 +33,7 @@ at::Tensor corr2d_forward_cpu(const at::Tensor& input, const at::Tensor& weight,
     const auto& kernels = cpu_kernels().of<scalar_t>();
     const scalar_t* b_data = b ? b->const_data_ptr<scalar_t>() : nullptr;
     if (algorithm == Algorithm::winograd) {
-      return kernels.winograd(d, winograd_output_tile(p), x.const_data_ptr<scalar_t>(), w.const_data_ptr<scalar_t>(),
+      return kernels.winograd(d, winograd_plan(d), x.const_data_ptr<scalar_t>(), w.const_data_ptr<scalar_t>(),
                               WeightOrder::as_given, b_data, y.mutable_data_ptr<scalar_t>());
     }
     kernels.direct_correlation(d, x.const_data_ptr<scalar_t>(), w.const_data_ptr<scalar_t>(), WeightOrder::as_given,

@@ -57,7 +57,7 @@ at::Tensor corr2d_input_grad_cpu(const at::Tensor& grad_output, const at::Tensor
     d.weights = weight_layout(w);
     const auto& kernels = cpu_kernels().of<scalar_t>();
     if (algorithm == Algorithm::winograd) {
-      return kernels.winograd(d, winograd_output_tile(p), gy.const_data_ptr<scalar_t>(),
+      return kernels.winograd(d, winograd_plan(d), gy.const_data_ptr<scalar_t>(),
                               w.const_data_ptr<scalar_t>(), WeightOrder::adjoint, nullptr,
                               gx.mutable_data_ptr<scalar_t>());
     }

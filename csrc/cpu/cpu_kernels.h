@@ -31,8 +31,8 @@ struct KernelsFor {
   // C (+)= A · B, batched or summed over the batch, cache-blocked (kernels/gemm.h): 1x1 layers.
   void (*gemm)(const GemmProblem<T>& problem);
   // y as direct_correlation computes it, for stride-1 3x3 problems of one group, by Winograd's F(m x m, 3x3)
-  // with m = output_tile, 2 or 4 (kernels/winograd.h): deterministic.
-  void (*winograd)(const DirectProblem& d, int output_tile, const T* x, const T* w, WeightOrder order,
+  // as planned (kernels/winograd.h): deterministic.
+  void (*winograd)(const DirectProblem& d, WinogradPlan plan, const T* x, const T* w, WeightOrder order,
                    const T* bias, T* y);
   // gw as weight_grad computes it, for stride-1 3x3 layers of one group, by Winograd's F(3x3, 2x2).
   WeightLayout (*winograd_weight_grad)(const Corr2dProblem& p, Layout layout, const T* gy, const T* x, T* gw,

@@ -78,6 +78,13 @@ inline DirectProblem input_grad_problem(const Corr2dProblem& p) {
 // (C x K/groups x R x S, read as w'[g*Kg + k, c, r, s] = w[g*Cg + c, k, R-1-r, S-1-s]; see input_grad_problem).
 enum class WeightOrder { as_given, adjoint };
 
+// How the Winograd kernels (kernels/winograd.h) compute a correlation: F(m x m, 3x3) with m = output_tile (4 or 2),
+// the kernels transformed per strip of output channels (strips) or once per call for blocks of tiles.
+struct WinogradPlan {
+  int output_tile;
+  bool strips;
+};
+
 // Element strides of the stored kernel's axes: a, b and tap r*S + s (see WeightLayout).
 struct WeightStrides {
   int64_t out, in, tap;

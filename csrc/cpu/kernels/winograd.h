@@ -10,20 +10,12 @@
 // F(4x4) interpolates at 0, 1, -1, 1/2, -2 and infinity, which measured half the float32 error of the usual
 // 0, ±1, ±2 (random 128-channel problems: 2.4x against 4.2x the direct kernel's error); F(2x2) at 0, ±1, inf.
 //
-// Per call: the weights are transformed once, U[e][k][c] = (G g[k,c] G^T)[e] for the a*a points e, packed
-// into NR-wide strips of output channels (the GEMM's B operand, gemm.h). The tiles of the whole batch are
-// numbered t = (n, tile row, tile column) and cut into blocks of up to kWinogradTileBlock tiles; one task per
-// (block, group of output-channel blocks). A task
-//   1. transforms the input patches of its tiles, channels across the vector lanes (loads from channels_last
-//      pixels, gathers from planes), into V[e][t][c] (a*a matrices of tiles x C, in L2),
-//   2. per block of output channels: M[e] (tiles x K block) = V[e] · U[e] on the GEMM micro-kernel, V read in
-//      place and U from its strips,
-//   3. transforms M back, channels across the lanes, adds the bias and writes the m x m outputs of each tile
-//      (cut at the plane's edge) to y in its layout.
-// Memory: x is read once per task group (with a halo of 2 pixels per tile), y written once, U (a*a/9 times the
-// weights, in a workspace the calling thread keeps) written once and read once per task; V and M are meant
-// for L2 (the widest layers' V spills to L3). Every output is summed over channels in order by one task:
-// deterministic and independent of the thread count.
+// Two drivers compute the products (../algorithm.cpp, winograd_plan, chooses): the block driver, for many tiles,
+// transforms the weights once per call and streams them past blocks of tiles held in L2; the strip driver, for
+// few tiles and many channels, transforms every tile's input once and the weights a strip of output channels at a
+// time, inside the task that uses them (each driver's comment says how work is split and what it moves). The
+// transformed products are batched GEMMs on the micro-kernel of gemm.h. Every output is summed over channels in
+// order by one task: deterministic and independent of the thread count.
 #pragma once
 
 #include "../cpu_kernel_utils.h"
@@ -148,67 +140,169 @@ struct OutputTiles {
 constexpr int64_t kWinogradTileBlock = 8 * kGemmRows;
 // Output channels per GEMM pass over V (a multiple of NR), so M stays in L2.
 constexpr int64_t kWinogradChannelBlock = 128;
+// Input channels per kernel chunk of the strip driver (its transformed kernels, a*a chunks of NR-wide rows, stay in
+// L2, one point's chunk in L1).
+constexpr int64_t kWinogradStripDepth = 128;
 
-// At least `count` elements, vector-aligned, kept by the calling thread from call to call (grown as needed).
-template <typename T>
+// At least `count` elements, vector-aligned, kept by the calling thread from call to call (grown as needed). Which:
+// one buffer per use, so that they never alias.
+template <typename T, int Which = 0>
 T* workspace(int64_t count) {
   thread_local std::vector<T> buffer;
   if (static_cast<int64_t>(buffer.size()) < count + Simd<T>::lanes) buffer.resize(count + Simd<T>::lanes);
   return vector_aligned(buffer.data());
 }
 
+// taps[(c - c0) * 9 + r * 3 + s][k - k0] = g[k, c](r, s) for k0 <= k < k0 + k_count and c0 <= c < c0 + c_count,
+// zero for k_count <= k - k0 < k_stride: the kernels of d (w as given, or, for the input gradient, flipped with
+// its channel axes swapped) transposed, so that a vector of output channels is one load.
+template <typename T>
+void gather_kernel_taps(const DirectProblem& d, const T* w, WeightOrder order, int64_t k0, int64_t k_count, int64_t c0,
+                        int64_t c_count, T* taps, int64_t k_stride) {
+  const int64_t C = d.C, K = d.K;
+  if (order == WeightOrder::as_given && d.weights == WeightLayout::krsc) {  // w[k, r, s, c]: one transpose per tap
+    for (int rs = 0; rs < 9; ++rs)
+      transpose(w + k0 * 9 * C + rs * C + c0, 9 * C, k_count, c_count, taps + rs * k_stride, 9 * k_stride);
+  } else if (order == WeightOrder::as_given) {  // w[k, c, r, s]: whole L x L register transposes
+    transpose(w + (k0 * C + c0) * 9, C * 9, k_count, c_count * 9, taps, k_stride);
+  } else if (d.weights == WeightLayout::krsc) {  // w'[k, c](r, s) = w[c, 2 - r, 2 - s, k]: rows of K
+    for (int64_t c = 0; c < c_count; ++c)
+      for (int rs = 0; rs < 9; ++rs)
+        std::copy_n(w + ((c0 + c) * 9 + 8 - rs) * K + k0, k_count, taps + (c * 9 + rs) * k_stride);
+  } else {  // w'[k, c](r, s) = w[c, k](2 - r, 2 - s): the 9 taps of each k as rows of a transpose
+    using S = Simd<T>;
+    constexpr int64_t L = S::lanes;
+    const T* const end = w + C * K * 9;
+    for (int64_t c = 0; c < c_count; ++c) {
+      const T* const from = w + ((c0 + c) * K + k0) * 9;
+      T* const row = taps + c * 9 * k_stride;
+      int64_t k = 0;
+      if constexpr (L >= 9) {  // L kernels at a time, each loaded as a vector (reaching into the next ones)
+        for (; k + L <= k_count && from + (k + L - 1) * 9 + L <= end; k += L) {
+          typename S::Vec block[L];
+          for (int64_t i = 0; i < L; ++i) block[i] = S::load(from + (k + i) * 9);
+          S::transpose(block);
+          for (int rs = 0; rs < 9; ++rs) S::store(row + rs * k_stride + k, block[8 - rs]);
+        }
+      }
+      for (; k < k_count; ++k)
+        for (int rs = 0; rs < 9; ++rs) row[rs * k_stride + k] = from[k * 9 + 8 - rs];
+    }
+  }
+  for (int64_t row = 0; row < c_count * 9; ++row)
+    std::fill(taps + row * k_stride + k_count, taps + (row + 1) * k_stride, T(0));
+}
+
+// U[e * e_stride + c * c_stride + v * lanes ..] = (G g G^T)[e] of the taps gathered above, for c < c_count and
+// `vectors` vectors of output channels.
 template <typename T, int m>
-void winograd_correlation_tiles(const DirectProblem& d, const T* x, const T* w, WeightOrder order, const T* bias,
-                                T* y) {
+void transform_kernels(const T* taps, int64_t k_stride, int64_t c_count, int64_t vectors, T* U, int64_t e_stride,
+                       int64_t c_stride) {
+  using S = Simd<T>;
+  using Mat = WinogradMatrices<m>;
+  constexpr int a = Mat::a, E = a * a, L = S::lanes;
+  for (int64_t c = 0; c < c_count; ++c)
+    for (int64_t v = 0; v < vectors; ++v) {
+      typename S::Vec g[9], u[E];
+      for (int rs = 0; rs < 9; ++rs) g[rs] = S::load(taps + (c * 9 + rs) * k_stride + v * L);
+      apply_both_sides<a, 3, typename S::Vec, T>(Mat::G, g, u);
+      for (int e = 0; e < E; ++e) S::store(U + e * e_stride + c * c_stride + v * L, u[e]);
+    }
+}
+
+// V[e * v_stride + c] = (B^T d B)[e] for every input channel c of `tile`'s input patch d, channels c .. c + L at
+// once (loaded from channels_last pixels, gathered from planes).
+template <typename T, int m>
+void transform_input_tile(const DirectProblem& d, const OutputTiles& grid, const T* x, ChannelStrides xs, int64_t tile,
+                          T* V, int64_t v_stride) {
+  using S = Simd<T>;
+  using Mat = WinogradMatrices<m>;
+  constexpr int a = Mat::a, E = a * a, L = S::lanes;
+  const int64_t n = grid.image(tile), h0 = grid.first_row(tile) - d.offset_h, w0 = grid.first_col(tile) - d.offset_w;
+  for (int64_t c0 = 0; c0 < d.C; c0 += L) {
+    typename S::Vec patch[E], transformed[E];
+    load_pixels<a>(x + channel_start(d.layout, n, c0, d.C, d.H * d.W), xs, d.H, d.W, h0, w0,
+                   std::min<int64_t>(L, d.C - c0), patch);
+    apply_both_sides<a, a, typename S::Vec, T>(Mat::BT, patch, transformed);
+    for (int e = 0; e < E; ++e) S::store(V + e * v_stride + c0, transformed[e]);
+  }
+}
+
+// y's outputs of `tile` (cut at the plane's edge), channels k_begin + j for j < count (stopping at K), from the
+// products M[e * m_stride + j] of its row: A^T M A + bias, channels k .. k + L at once.
+template <typename T, int m>
+void store_output_tile(const DirectProblem& d, const OutputTiles& grid, int64_t tile, const T* M, int64_t m_stride,
+                       int64_t k_begin, int64_t count, const T* bias, T* y, ChannelStrides ys) {
   using S = Simd<T>;
   using Vec = typename S::Vec;
   using Mat = WinogradMatrices<m>;
   constexpr int a = Mat::a, E = a * a, L = S::lanes;
+  const int64_t K = d.K, n = grid.image(tile), p0 = grid.first_row(tile), q0 = grid.first_col(tile);
+  const int64_t rows = std::min<int64_t>(m, d.P - p0), cols = std::min<int64_t>(m, d.Q - q0);
+  for (int64_t j = 0; j < count && k_begin + j < K; j += L) {
+    const int64_t k0 = k_begin + j, lanes = std::min<int64_t>(L, K - k0);
+    Vec prod[E], out[m * m];
+    for (int e = 0; e < E; ++e) prod[e] = S::load(M + e * m_stride + j);
+    apply_both_sides<m, a, Vec, T>(Mat::AT, prod, out);
+    Vec b = S::zero();
+    if (bias != nullptr) {
+      if (lanes == L) {
+        b = S::load(bias + k0);
+      } else {
+        for (int64_t l = 0; l < lanes; ++l) b[l] = bias[k0 + l];
+      }
+    }
+    T* image = y + channel_start(d.layout, n, k0, K, d.P * d.Q);
+    for (int64_t i = 0; i < rows; ++i)
+      for (int64_t q = 0; q < cols; ++q) {
+        const Vec value = out[i * m + q] + b;
+        T* to = image + ((p0 + i) * d.Q + q0 + q) * ys.pixel;
+        if (ys.channel == 1 && lanes == L) {
+          S::store(to, value);
+        } else {
+          for (int64_t l = 0; l < lanes; ++l) to[l * ys.channel] = value[l];
+        }
+      }
+  }
+}
+
+// The block driver, for many tiles: the weights are transformed once per call, U[e][k][c] = (G g[k,c] G^T)[e],
+// packed into NR-wide strips of output channels (the GEMM's B operand, gemm.h). The tiles of the whole batch
+// are cut into blocks of up to kWinogradTileBlock tiles; one task per (block, group of output-channel blocks).
+// A task
+//   1. transforms the input patches of its tiles into V[e][t][c] (a*a matrices of tiles x C, in L2),
+//   2. per block of output channels: M[e] (tiles x K block) = V[e] · U[e] on the GEMM micro-kernel, V read in
+//      place and U from its strips,
+//   3. transforms M back, adds the bias and writes the m x m outputs of each tile to y in its layout.
+// Memory: x is read once per task group (with a halo of 2 pixels per tile), y written once, U (a*a/9 times the
+// weights, in a workspace the calling thread keeps) written once and read once per task; V and M are meant
+// for L2 (the widest layers' V spills to L3).
+template <typename T, int m>
+void winograd_correlation_blocks(const DirectProblem& d, const T* x, const T* w, WeightOrder order, const T* bias,
+                                 T* y) {
+  using S = Simd<T>;
+  constexpr int a = WinogradMatrices<m>::a, E = a * a, L = S::lanes;
   constexpr int64_t MR = kGemmRows, NR = kGemmVectors * L;
-  const int64_t C = d.C, K = d.K, HW = d.H * d.W, PQ = d.P * d.Q;
+  const int64_t C = d.C, K = d.K, C_pad = div_up(C, L) * L;
   const OutputTiles grid(m, d.P, d.Q);
   const int64_t tiles = grid.count(d.N);
-  if (tiles == 0 || K == 0) return;
-  const int64_t k_strips = div_up(K, NR), K_pad = k_strips * NR, C_pad = div_up(C, L) * L;
+  const int64_t k_strips = div_up(K, NR), K_pad = k_strips * NR;
 
   // U[k strip][e][c][0..NR): the transformed kernels, zero past K; output channels across the lanes. The
   // points e of a strip are a vector apart beyond whole blocks (as V and M below). In a workspace kept by
   // the calling thread: fresh pages for a large U (37 MiB for 512 channels) cost more than computing it.
   const int64_t u_stride = C * NR + L, u_strip = E * u_stride;
   T* const U = workspace<T>(k_strips * u_strip + C * 9 * K_pad);
-  // First taps[c][r*3 + s][k] = g[k, c](r, s), zero past K: the kernels transposed, so that a vector of
-  // output channels is one load.
-  T* const taps = U + k_strips * u_strip;
+  T* const taps = U + k_strips * u_strip;  // taps[c][r*3 + s][k], zero past K
   parallel_tasks(div_up(C, L), K * 9 * L, [&](int64_t chunk) {
-    const int64_t c0 = chunk * L, c1 = std::min(C, c0 + L);
-    if (order == WeightOrder::as_given && d.weights == WeightLayout::krsc) {  // w[k, r, s, c]: one transpose per tap
-      for (int rs = 0; rs < 9; ++rs)
-        transpose(w + rs * C + c0, 9 * C, K, c1 - c0, taps + c0 * 9 * K_pad + rs * K_pad, 9 * K_pad);
-    } else if (order == WeightOrder::as_given) {  // L channels of every kernel: whole L x L register transposes
-      transpose(w + c0 * 9, C * 9, K, (c1 - c0) * 9, taps + c0 * 9 * K_pad, K_pad);
-    } else if (d.weights == WeightLayout::krsc) {  // w'[k, c](r, s) = w[c, 2 - r, 2 - s, k]: rows of K
-      for (int64_t c = c0; c < c1; ++c)
-        for (int rs = 0; rs < 9; ++rs) std::copy_n(w + (c * 9 + 8 - rs) * K, K, taps + (c * 9 + rs) * K_pad);
-    } else {  // w'[k, c](r, s) = w[c, k](2 - r, 2 - s)
-      for (int64_t c = c0; c < c1; ++c) {
-        T* const row = taps + c * 9 * K_pad;
-        transpose(w + c * K * 9, 9, K, 9, row, K_pad);
-        for (int rs = 0; rs < 4; ++rs) std::swap_ranges(row + rs * K_pad, row + rs * K_pad + K, row + (8 - rs) * K_pad);
-      }
-    }
-    for (int64_t rs = c0 * 9; rs < c1 * 9; ++rs) std::fill(taps + rs * K_pad + K, taps + (rs + 1) * K_pad, T(0));
+    const int64_t c0 = chunk * L;
+    gather_kernel_taps(d, w, order, 0, K, c0, std::min<int64_t>(L, C - c0), taps + c0 * 9 * K_pad, K_pad);
   });
-  parallel_tasks(K_pad / L, C * E * L, [&](int64_t kv) {
-    const int64_t k0 = kv * L;
-    for (int64_t c = 0; c < C; ++c) {
-      Vec g[9], u[E];
-      for (int rs = 0; rs < 9; ++rs) g[rs] = S::load(taps + (c * 9 + rs) * K_pad + k0);
-      apply_both_sides<a, 3, Vec, T>(Mat::G, g, u);
-      for (int e = 0; e < E; ++e) S::store(U + k0 / NR * u_strip + e * u_stride + c * NR + k0 % NR, u[e]);
-    }
+  parallel_tasks(k_strips, C * E * NR, [&](int64_t strip) {
+    transform_kernels<T, m>(taps + strip * NR, K_pad, C, kGemmVectors, U + strip * u_strip, u_stride, NR);
   });
 
-  const ChannelStrides xs = channel_strides(d.layout, C, HW), ys = channel_strides(d.layout, K, PQ);
+  const ChannelStrides xs = channel_strides(d.layout, C, d.H * d.W), ys = channel_strides(d.layout, K, d.P * d.Q);
   // Tile blocks of at most kWinogradTileBlock tiles, as many as a multiple of the thread count when that
   // costs no more than a strip of padding; few blocks split the output channels over tasks too (each task
   // then transforms its tiles' input again).
@@ -230,21 +324,13 @@ void winograd_correlation_tiles(const DirectProblem& d, const T* x, const T* w, 
     T* const M = vector_aligned(m_buffer.get());
     for (int64_t task = begin; task < end; ++task) {
       const int64_t t0 = task / k_groups * TB, count = std::min(TB, tiles - t0), group = task % k_groups;
-      // 1. V[e][t][c] = (B^T d B)[e] of tile t0 + t, channels c .. c + L at once.
+      // 1. V[e][t][c] = (B^T d B)[e] of tile t0 + t.
       for (int64_t t = 0; t < TB; ++t) {
         if (t >= count) {  // rows of the last MR strip past the tiles: read by the micro-kernel, never stored
           for (int e = 0; e < E; ++e) std::fill_n(V + e * v_stride + t * C_pad, C_pad, T(0));
           continue;
         }
-        const int64_t tile = t0 + t, n = grid.image(tile);
-        const int64_t h0 = grid.first_row(tile) - d.offset_h, w0 = grid.first_col(tile) - d.offset_w;
-        for (int64_t c0 = 0; c0 < C; c0 += L) {
-          Vec patch[E], transformed[E];
-          load_pixels<a>(x + channel_start(d.layout, n, c0, C, HW), xs, d.H, d.W, h0, w0, std::min<int64_t>(L, C - c0),
-                         patch);
-          apply_both_sides<a, a, Vec, T>(Mat::BT, patch, transformed);
-          for (int e = 0; e < E; ++e) S::store(V + e * v_stride + t * C_pad + c0, transformed[e]);
-        }
+        transform_input_tile<T, m>(d, grid, x, xs, t0 + t, V + t * C_pad, v_stride);
       }
       for (int64_t kb = group; kb < k_blocks; kb += k_groups) {
         const int64_t k_begin = kb * KB, k_count = std::min(KB, K_pad - k_begin);
@@ -257,38 +343,53 @@ void winograd_correlation_tiles(const DirectProblem& d, const T* x, const T* w, 
                 gemm_tile<T, true>(std::min(kGemmDepth, C - c0), V + e * v_stride + i * C_pad + c0, C_pad,
                                    U + (k_begin + j) / NR * u_strip + e * u_stride + c0 * NR, NR, nullptr, nullptr,
                                    c0 == 0, M + e * m_stride + i * KB + j, KB, MR, NR);
-        // 3. y tile = A^T M A + bias, channels k .. k + L at once.
-        for (int64_t t = 0; t < count; ++t) {
-          const int64_t tile = t0 + t, n = grid.image(tile), p0 = grid.first_row(tile), q0 = grid.first_col(tile);
-          const int64_t rows = std::min<int64_t>(m, d.P - p0), cols = std::min<int64_t>(m, d.Q - q0);
-          for (int64_t j = 0; j < k_count && k_begin + j < K; j += L) {
-            const int64_t k0 = k_begin + j, lanes = std::min<int64_t>(L, K - k0);
-            Vec prod[E], out[m * m];
-            for (int e = 0; e < E; ++e) prod[e] = S::load(M + e * m_stride + t * KB + j);
-            apply_both_sides<m, a, Vec, T>(Mat::AT, prod, out);
-            Vec b = S::zero();
-            if (bias != nullptr) {
-              if (lanes == L) {
-                b = S::load(bias + k0);
-              } else {
-                for (int64_t l = 0; l < lanes; ++l) b[l] = bias[k0 + l];
-              }
-            }
-            T* image = y + channel_start(d.layout, n, k0, K, PQ);
-            for (int64_t i = 0; i < rows; ++i)
-              for (int64_t q = 0; q < cols; ++q) {
-                const Vec value = out[i * m + q] + b;
-                T* to = image + ((p0 + i) * d.Q + q0 + q) * ys.pixel;
-                if (ys.channel == 1 && lanes == L) {
-                  S::store(to, value);
-                } else {
-                  for (int64_t l = 0; l < lanes; ++l) to[l * ys.channel] = value[l];
-                }
-              }
-          }
-        }
+        // 3. y tile = A^T M A + bias.
+        for (int64_t t = 0; t < count; ++t)
+          store_output_tile<T, m>(d, grid, t0 + t, M + t * KB, m_stride, k_begin, k_count, bias, y, ys);
       }
     }
+  });
+}
+
+// The strip driver, for few tiles and many channels (the weights' transform would outweigh the products, as a
+// 512-channel layer on 7x7 planes, where U is 16/9 or 4 times 9 MiB of weights): the input patches of every
+// tile are transformed first, V[e][t][c] (in parallel, one task per tile), then one task per strip of NR output
+// channels transforms its kernels kWinogradStripDepth input channels at a time (U[e][c][0..NR), in L2) and adds
+// M[e] (tiles x NR) += V[e] · U[e] for that chunk, then writes its channels of every tile.
+// Memory: the weights are read once and U is never stored whole; V is read once per strip (from L2 or L3).
+template <typename T, int m>
+void winograd_correlation_strips(const DirectProblem& d, const T* x, const T* w, WeightOrder order, const T* bias,
+                                 T* y) {
+  using S = Simd<T>;
+  constexpr int a = WinogradMatrices<m>::a, E = a * a, L = S::lanes;
+  constexpr int64_t MR = kGemmRows, NR = kGemmVectors * L, CB = kWinogradStripDepth;
+  const int64_t C = d.C, K = d.K, C_pad = div_up(C, L) * L;
+  const OutputTiles grid(m, d.P, d.Q);
+  const int64_t tiles = grid.count(d.N), rows = div_up(tiles, MR) * MR;
+  const ChannelStrides xs = channel_strides(d.layout, C, d.H * d.W), ys = channel_strides(d.layout, K, d.P * d.Q);
+
+  const int64_t v_stride = rows * C_pad + L;  // the points e a vector apart beyond whole blocks, as in the blocks
+  T* const V = workspace<T>(E * v_stride);
+  parallel_tasks(rows, E * C * 4, [&](int64_t t) {
+    if (t < tiles) return transform_input_tile<T, m>(d, grid, x, xs, t, V + t * C_pad, v_stride);
+    for (int e = 0; e < E; ++e) std::fill_n(V + e * v_stride + t * C_pad, C_pad, T(0));  // read, never stored
+  });
+  const int64_t u_stride = CB * NR + L, m_stride = rows * NR + L;
+  parallel_tasks(div_up(K, NR), rows * E * C * NR, [&](int64_t strip) {
+    const int64_t k0 = strip * NR, k_count = std::min(NR, K - k0);
+    T* const taps = workspace<T, 1>(CB * 9 * NR);
+    T* const U = workspace<T, 2>(E * u_stride);
+    T* const M = workspace<T, 3>(E * m_stride);
+    for (int64_t c0 = 0; c0 < C; c0 += CB) {
+      const int64_t depth = std::min(CB, C - c0);
+      gather_kernel_taps(d, w, order, k0, k_count, c0, depth, taps, NR);
+      transform_kernels<T, m>(taps, NR, depth, kGemmVectors, U, u_stride, NR);
+      for (int e = 0; e < E; ++e)
+        for (int64_t i = 0; i < rows; i += MR)
+          gemm_tile<T, true>(depth, V + e * v_stride + i * C_pad + c0, C_pad, U + e * u_stride, NR, nullptr, nullptr,
+                             c0 == 0, M + e * m_stride + i * NR, NR, MR, NR);
+    }
+    for (int64_t t = 0; t < tiles; ++t) store_output_tile<T, m>(d, grid, t, M + t * NR, m_stride, k0, NR, bias, y, ys);
   });
 }
 
@@ -382,15 +483,16 @@ WeightLayout winograd_weight_grad(const Corr2dProblem& p, Layout layout, const T
   return wanted;
 }
 
-// The output tile m: F(4x4) unless told otherwise (algorithm.h chooses).
+// The driver and output tile as planned (../algorithm.cpp chooses).
 template <typename T>
-void winograd_correlation(const DirectProblem& d, int output_tile, const T* x, const T* w, WeightOrder order,
+void winograd_correlation(const DirectProblem& d, WinogradPlan plan, const T* x, const T* w, WeightOrder order,
                           const T* bias, T* y) {
   TORCH_INTERNAL_ASSERT(d.R == 3 && d.S == 3 && d.stride_h == 1 && d.stride_w == 1 && d.dilation_h == 1 &&
-                        d.dilation_w == 1 && d.groups == 1);
-  if (output_tile == 2) return winograd_correlation_tiles<T, 2>(d, x, w, order, bias, y);
-  TORCH_INTERNAL_ASSERT(output_tile == 4);
-  winograd_correlation_tiles<T, 4>(d, x, w, order, bias, y);
+                        d.dilation_w == 1 && d.groups == 1 && (plan.output_tile == 2 || plan.output_tile == 4));
+  if (d.N * d.P * d.Q == 0 || d.K == 0) return;
+  const auto run = plan.strips ? (plan.output_tile == 2 ? winograd_correlation_strips<T, 2> : winograd_correlation_strips<T, 4>)
+                               : (plan.output_tile == 2 ? winograd_correlation_blocks<T, 2> : winograd_correlation_blocks<T, 4>);
+  run(d, x, w, order, bias, y);
 }
 
 TORCHCORR_ISA_END
