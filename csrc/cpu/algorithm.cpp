@@ -23,14 +23,15 @@ int64_t output_tiles(int64_t N, int64_t P, int64_t Q, int64_t m) { return N * di
 // Measured (2 threads, AVX-512, float32, 16-1024 channels, 3x3-56x56 planes, batch 1-64), the forward pass and
 // input gradient beat the direct kernels on all but the smallest layers (16 channels on 14x14 at batch 1: 0.9x)
 // once the strip driver (winograd_plan) took the layers with few tiles. The weight gradient, F(3x3, 2x2), needs
-// enough tiles to repay its transforms: about max(C, K) / 8 tiles of 4x4, on planes above kGemmMaxWindowPixels
-// (smaller ones take the GEMM).
+// enough tiles to repay its transforms: from kWinogradMinGradTiles tiles of 2x2 on it beat the GEMM on planes of up
+// to kGemmMaxWindowPixels (512 channels on 7x7 at batch 8, 128 tiles: 1.4x; at batch 1, 16 tiles: 0.7x) and the
+// direct kernels on larger ones (256 channels on 14x14 at batch 1, 49 tiles: 1.4x).
+constexpr int64_t kWinogradMinGradTiles = 48;
 bool winograd_fits(const Corr2dProblem& p, Op op, at::ScalarType compute) {
   const bool stride_one_3x3 = p.R == 3 && p.S == 3 && p.stride_h == 1 && p.stride_w == 1 && p.dilation_h == 1 &&
                               p.dilation_w == 1;
   if (!winograd_switch.load(std::memory_order_relaxed) || compute != at::kFloat || !stride_one_3x3) return false;
-  return op != Op::weight_grad ||
-         (p.P * p.Q > kGemmMaxWindowPixels && 8 * output_tiles(p.N, p.P, p.Q, 4) >= std::max(p.C, p.K));
+  return op != Op::weight_grad || output_tiles(p.N, p.P, p.Q, 2) >= kWinogradMinGradTiles;
 }
 
 // Channels-last weight gradients of stems (few input channels, some output channels): the GEMM reads each kernel

@@ -19,8 +19,8 @@
 //                                                               7x faster than the direct kernel's one task)
 //   winograd every op of stride-1, dilation-1 3x3 layers in       F(4x4, 3x3) or F(2x2, 3x3), and F(3x3, 2x2)
 //            float32 (float16 and bfloat16 computed in float32;  for the weight gradient:
-//            weight gradients with enough tiles on planes       2.25-4x fewer multiplications than the direct
-//            above 8x8, algorithm.cpp); float64 stays direct    tiles, as batched products on the GEMM
+//            weight gradients with at least 48 tiles of 2x2,    2.25-4x fewer multiplications than the direct
+//            algorithm.cpp); float64 stays direct               tiles, as batched products on the GEMM
 //                                                               micro-kernel (kernels/winograd.h)
 //   direct   everything else: forward and input gradient of     staging + register tiles
 //            kxk layers (the windowed GEMM measured slower:     (kernels/direct_correlation.h)

@@ -40,6 +40,8 @@ constexpr int64_t kGemmManyTasks = 8;  // tasks per thread that need no evening 
 // Rows of A up to this long are read in place rather than packed: measured on channels-last 1x1 layers
 // (AVX-512, 2 threads), in place was up to 1.5x faster with 16-384 channels, packing 10% faster with 960.
 constexpr int64_t kGemmMaxInPlaceDepth = 512;
+// Depth of a reduction run register tile by register tile (gemm(), tile_major), at most.
+constexpr int64_t kGemmTileMajorDepth = 1024;
 
 // C[0..MR)[0..NR) (+)= sum_k A[i][k] * B[k][0..NR), B[k][j] = b[k*b_step + j] (a packed strip: b_step = NR;
 // a matrix with unit column stride, read in place: its row stride); c has row stride ldc. A[i][k] is
@@ -381,10 +383,23 @@ void gemm(const GemmProblem<T>& g) {
   // Slot 0 sums into C itself; slot s > 0 into partials[s - 1] (M x N, zero to start).
   std::vector<T> partials((slots - 1) * g.M * g.N, T(0));
 
+  // Reductions of short steps (weight gradients on small planes: a step is one image's 49 pixels) run the steps
+  // of a register tile back to back, up to kGemmTileMajorDepth of them, their panels packed first: the tile of C
+  // stays in L1 instead of streaming from L3 once per step (512 channels on 7x7 at batch 8: 1.7x faster).
+  const int64_t panels = g.reduced && depth_max < KC ? std::max<int64_t>(1, kGemmTileMajorDepth / depth_max) : 1;
+
   at::parallel_for(0, outputs * row_blocks * col_blocks, std::max<int64_t>(1, kMinWorkPerThread / task_work),
                    [&](int64_t begin, int64_t end) {
-    T* const a_packed = shared_a ? nullptr : gemm_buffer<T, 0>(a_panel);
-    T* const b_own = shared_b ? nullptr : gemm_buffer<T, 1>(b_panel);
+    T* const a_packed = shared_a ? nullptr : gemm_buffer<T, 0>(a_panel * panels);
+    T* const b_own = shared_b ? nullptr : gemm_buffer<T, 1>(b_panel * panels);
+    // One (batch entry, KC block) step of a task: where its panels of A and B are, and which rows and columns
+    // are read in place.
+    struct Step {
+      GemmOperand<T> a, b;
+      int64_t k0, depth, full_rows, full_cols;
+      const T* a_panel;
+      const T* b_panel;
+    };
     for (int64_t task = begin; task < end; ++task) {
       const int64_t jb = task % col_blocks, ib = task / col_blocks % row_blocks, out = task / col_blocks / row_blocks;
       const int64_t row0 = ib * row_block, rows = std::min(row_block, g.M - row0);
@@ -392,64 +407,77 @@ void gemm(const GemmProblem<T>& g) {
       T* c = g.reduced && out > 0 ? partials.data() + (out - 1) * g.M * g.N + row0 * g.N + col0
                                   : g.c + (g.reduced ? 0 : out * g.c_batch_stride) + row0 * g.c_row_stride + col0;
       const int64_t ldc = g.reduced && out > 0 ? g.N : g.c_row_stride;
-      // This task's (batch entry, KC block) steps, in order.
-      const int64_t first = g.reduced ? out * steps / slots : 0, last = g.reduced ? (out + 1) * steps / slots : steps;
-      for (int64_t step = first; step < last; ++step) {
+      // Packs the panels of `step` (the panel-th packed at once) where they are not read in place or shared.
+      const auto prepare = [&](int64_t step, int64_t panel) {
         const int64_t b = g.reduced ? step / depth_blocks : out, k0 = step % depth_blocks * KC;
-        const GemmOperand<T> a = g.a.batch(b), bm = g.b.batch(b);
-        const int64_t depth = std::min(KC, g.K - k0);
-        const T* a_panel_data = a_packed;
-        const int64_t full_rows = rows_apart_a || columns_a ? rows / MR * MR : 0;  // rows read in place
+        Step st{g.a.batch(b), g.b.batch(b), k0, std::min(KC, g.K - k0), 0, 0,
+                shared_a ? nullptr : a_packed + panel * a_panel, shared_b ? nullptr : b_own + panel * b_panel};
+        st.full_rows = rows_apart_a || columns_a ? rows / MR * MR : 0;  // rows read in place
         if (shared_a) {
-          a_panel_data = a_shared.data() + (ib * depth_blocks + k0 / KC) * a_panel;
-        } else if (full_rows < rows) {
-          pack_a(a, row0 + full_rows, rows - full_rows, k0, depth, a_packed + full_rows * depth);
+          st.a_panel = a_shared.data() + (ib * depth_blocks + k0 / KC) * a_panel;
+        } else if (st.full_rows < rows) {
+          pack_a(st.a, row0 + st.full_rows, rows - st.full_rows, k0, st.depth, a_packed + panel * a_panel + st.full_rows * st.depth);
         }
-        const T* b_packed = b_own;
-        const int64_t full_cols = in_place_b ? cols / NR * NR : 0;  // columns read in place
+        st.full_cols = in_place_b ? cols / NR * NR : 0;  // columns read in place
         if (shared_b) {
-          b_packed = b_shared.data() + (jb * depth_blocks + k0 / KC) * b_panel;
-        } else if (full_cols < cols) {
-          pack_b(bm, k0, depth, col0 + full_cols, cols - full_cols, b_own);  // the strips from full_cols on
+          st.b_panel = b_shared.data() + (jb * depth_blocks + k0 / KC) * b_panel;
+        } else if (st.full_cols < cols) {
+          pack_b(st.b, k0, st.depth, col0 + st.full_cols, cols - st.full_cols, b_own + panel * b_panel);
         }
+        return st;
+      };
+      // The register tile (i, j) of C, one step's products; returns the rows it covered (two strips of one vector
+      // of columns at once).
+      const auto tile = [&](const Step& st, int64_t i, int64_t j) -> int64_t {
+        const GemmOperand<T>& a = st.a;
+        const int64_t k0 = st.k0, depth = st.depth, full_rows = st.full_rows;
         const bool overwrite = g.start != GemmStart::accumulate && k0 == 0;
-        for (int64_t j = 0; j < cols; j += NR) {
-          const bool b_in_place = j < full_cols;
-          const T* b_strip = b_in_place ? bm.data + k0 * bm.row_stride + col0 + j
-                                        : b_packed + (j - (shared_b ? 0 : full_cols)) * depth;
-          const int64_t b_step = b_in_place ? bm.row_stride : NR;
-          for (int64_t i = 0; i < rows; i += MR) {
-            const int64_t m = std::min(MR, rows - i), n = std::min(NR, cols - j);
-            const T* row_start = overwrite && g.start == GemmStart::row_bias ? biases.data() + row0 + i : nullptr;
-            const T* col_start = overwrite && g.start == GemmStart::column_bias ? biases.data() + col0 + j : nullptr;
-            T* c_tile = c + i * ldc + j;
-            // One vector of columns: two strips of rows at once, packed or rows apart in place.
-            if (n <= L && rows - i > MR && (i >= full_rows || (rows_apart_a && i + 2 * MR <= full_rows))) {
-              const int64_t m2 = std::min(2 * MR, rows - i);
-              if (i >= full_rows) {
-                const T* strip = a_panel_data + i * depth;
-                gemm_tile_narrow<T, false>(depth, strip, strip + MR * depth, MR, b_strip, b_step, row_start, col_start,
-                                           overwrite, c_tile, ldc, m2, n);
-              } else {
-                const T* strip = a.data + (row0 + i) * a.row_stride + k0;
-                gemm_tile_narrow<T, true>(depth, strip, strip + MR * a.row_stride, a.row_stride, b_strip, b_step,
-                                          row_start, col_start, overwrite, c_tile, ldc, m2, n);
-              }
-              i += MR;
-              continue;
-            }
-            if (i < full_rows && rows_apart_a) {
-              gemm_tile<T, true>(depth, a.data + (row0 + i) * a.row_stride + k0, a.row_stride, b_strip, b_step,
-                                 row_start, col_start, overwrite, c_tile, ldc, m, n);
-            } else if (i < full_rows) {
-              gemm_tile<T, false>(depth, a.data + k0 * a.col_stride + row0 + i, a.col_stride, b_strip, b_step,
-                                  row_start, col_start, overwrite, c_tile, ldc, m, n);
-            } else {
-              gemm_tile<T, false>(depth, a_panel_data + i * depth, MR, b_strip, b_step, row_start, col_start,
-                                  overwrite, c_tile, ldc, m, n);
-            }
+        const bool b_in_place = j < st.full_cols;
+        const T* b_strip = b_in_place ? st.b.data + k0 * st.b.row_stride + col0 + j
+                                      : st.b_panel + (j - (shared_b ? 0 : st.full_cols)) * depth;
+        const int64_t b_step = b_in_place ? st.b.row_stride : NR;
+        const int64_t m = std::min(MR, rows - i), n = std::min(NR, cols - j);
+        const T* row_start = overwrite && g.start == GemmStart::row_bias ? biases.data() + row0 + i : nullptr;
+        const T* col_start = overwrite && g.start == GemmStart::column_bias ? biases.data() + col0 + j : nullptr;
+        T* c_tile = c + i * ldc + j;
+        // One vector of columns: two strips of rows at once, packed or rows apart in place.
+        if (n <= L && rows - i > MR && (i >= full_rows || (rows_apart_a && i + 2 * MR <= full_rows))) {
+          const int64_t m2 = std::min(2 * MR, rows - i);
+          if (i >= full_rows) {
+            const T* strip = st.a_panel + i * depth;
+            gemm_tile_narrow<T, false>(depth, strip, strip + MR * depth, MR, b_strip, b_step, row_start, col_start,
+                                       overwrite, c_tile, ldc, m2, n);
+          } else {
+            const T* strip = a.data + (row0 + i) * a.row_stride + k0;
+            gemm_tile_narrow<T, true>(depth, strip, strip + MR * a.row_stride, a.row_stride, b_strip, b_step,
+                                      row_start, col_start, overwrite, c_tile, ldc, m2, n);
           }
+          return 2 * MR;
         }
+        if (i < full_rows && rows_apart_a) {
+          gemm_tile<T, true>(depth, a.data + (row0 + i) * a.row_stride + k0, a.row_stride, b_strip, b_step,
+                             row_start, col_start, overwrite, c_tile, ldc, m, n);
+        } else if (i < full_rows) {
+          gemm_tile<T, false>(depth, a.data + k0 * a.col_stride + row0 + i, a.col_stride, b_strip, b_step, row_start,
+                              col_start, overwrite, c_tile, ldc, m, n);
+        } else {
+          gemm_tile<T, false>(depth, st.a_panel + i * depth, MR, b_strip, b_step, row_start, col_start, overwrite,
+                              c_tile, ldc, m, n);
+        }
+        return MR;
+      };
+      // This task's (batch entry, KC block) steps, in order, `panels` at a time: every register tile runs them all.
+      const int64_t first = g.reduced ? out * steps / slots : 0, last = g.reduced ? (out + 1) * steps / slots : steps;
+      std::vector<Step> prepared;
+      for (int64_t s0 = first; s0 < last; s0 += panels) {
+        prepared.clear();
+        for (int64_t step = s0; step < std::min(last, s0 + panels); ++step) prepared.push_back(prepare(step, step - s0));
+        for (int64_t j = 0; j < cols; j += NR)
+          for (int64_t i = 0; i < rows;) {
+            int64_t covered = 0;
+            for (const Step& st : prepared) covered = tile(st, i, j);
+            i += covered;
+          }
       }
     }
   });
