@@ -173,7 +173,9 @@ def test_gemm_switches():
 # channels are the layer's input channels) checked here. Planes that tiles do not cover, channel counts that are not
 # whole vectors (17, 33) or longer than a depth step (150 > 128 for the strips, 260 > 256 for the blocks), every
 # padding (the input gradient's virtual padding is 2 - padding), several tile blocks (more than 96 tiles), and
-# several blocks of output channels (K > 128) or strips of them (K > 32, the last one partial).
+# several blocks of output channels (K > 128) or strips of them (K > 32, the last one partial). Weight gradients
+# (F(3x3, 2x2)) of few channels sum slots of at least 128 tiles of 2x2 apart ("grad_slots": 8 of them), of more
+# channels ("deep") chunks of tiles.
 WINOGRAD_PATHS = {
     "f4_tails": P(6, 17, 11, 13, 33, 3, 3, (1, 1), (1, 1), (1, 1), 1, True),  # blocks F(4x4)
     "f2_tails": P(10, 17, 7, 7, 18, 3, 3, (1, 1), (1, 1), (1, 1), 1, True),  # blocks F(2x2)
@@ -186,6 +188,7 @@ WINOGRAD_PATHS = {
     "output_channel_strips": P(1, 24, 18, 18, 140, 3, 3, (1, 1), (1, 1), (1, 1), 1, True),
     "deep": P(2, 260, 20, 20, 20, 3, 3, (1, 1), (1, 1), (1, 1), 1, True),  # its input gradient: strips, K 260
     "strips_deep": P(3, 150, 9, 9, 40, 3, 3, (1, 1), (1, 1), (1, 1), 1, True),
+    "grad_slots": P(4, 16, 64, 64, 26, 3, 3, (1, 1), (1, 1), (1, 1), 1, True),
 }
 
 

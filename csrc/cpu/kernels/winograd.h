@@ -397,23 +397,75 @@ void winograd_correlation_strips(const DirectProblem& d, const T* x, const T* w,
 // registers (shorter runs than the GEMM's round less: the transforms amplify the sums' rounding).
 constexpr int64_t kWinogradGradChunk = 512;
 constexpr int64_t kWinogradGradDepth = 64;
+// Layers whose transformed gradient (a*a x C x K) takes at most this many bytes sum slots of at least
+// kWinogradGradSlotTiles tiles apart, at most kWinogradGradSlots of them (winograd_weight_grad_slots).
+constexpr int64_t kWinogradGradSlotBytes = 256 << 10;
+constexpr int64_t kWinogradGradSlotTiles = 128;
+constexpr int64_t kWinogradGradSlots = 8;
 
 // The weight gradient of a stride-1 3x3 layer of one group by F(3x3, m x m), gy and x dense in `layout`:
 //   gw[k, c] = A'^T [ sum over tiles t of (G' gy_t[k] G'^T) ⊙ (B^T d_t[c] B) ] A'
 // with gy_t the m x m tiles of gy (zero past the plane) and d_t the (m + 2) x (m + 2) patches of x zero-padded
-// they meet. The sum is a*a matrix products M[e] (K x C) += Ugy[e] (K x tiles) · V[e] (tiles x C) (or their
-// transposes, the wider channel side across the lanes) on the GEMM of gemm.h, a chunk of at least
-// kWinogradGradChunk tiles at a time: the chunk's V and Ugy are transformed in parallel (one task per tile,
-// channels across the lanes), then summed into M in tile order; gw is transformed back from M at the end.
-// Deterministic: every sum runs in an order fixed by the sizes.
+// they meet. The sum is a*a matrix products M[e] (K x C) += Ugy[e] (K x tiles) · V[e] (tiles x C) on the GEMM
+// micro-kernel of gemm.h; gw is transformed back from M at the end. Two drivers, below.
+
+// V[e * v_stride + c] = (B^T d B)[e] and Ugy[e * g_stride + k] = (G' gy_t[k] G'^T)[e] of `tile`, channels across
+// the lanes.
 template <typename T, int m>
-void winograd_weight_grad_tiles(const Corr2dProblem& p, Layout layout, const T* gy, const T* x, T* gw,
-                                WeightLayout gw_layout) {
+void transform_grad_tile(const Corr2dProblem& p, Layout layout, const OutputTiles& grid, const T* gy, const T* x,
+                         int64_t tile, T* V, int64_t v_stride, T* Ugy, int64_t g_stride) {
   using S = Simd<T>;
   using Vec = typename S::Vec;
   using Mat = WinogradMatrices<m>;
-  using Grad = WinogradGradMatrices<m>;
   constexpr int a = Mat::a, E = a * a, L = S::lanes;
+  const int64_t C = p.C, K = p.K, n = grid.image(tile), p0 = grid.first_row(tile), q0 = grid.first_col(tile);
+  const ChannelStrides xs = channel_strides(layout, C, p.H * p.W), gs = channel_strides(layout, K, p.P * p.Q);
+  for (int64_t c0 = 0; c0 < C; c0 += L) {
+    Vec patch[E], transformed[E];
+    load_pixels<a>(x + channel_start(layout, n, c0, C, p.H * p.W), xs, p.H, p.W, p0 - p.pad_h, q0 - p.pad_w,
+                   std::min<int64_t>(L, C - c0), patch);
+    apply_both_sides<a, a, Vec, T>(Mat::BT, patch, transformed);
+    for (int e = 0; e < E; ++e) S::store(V + e * v_stride + c0, transformed[e]);
+  }
+  for (int64_t k0 = 0; k0 < K; k0 += L) {
+    Vec g[m * m], transformed[E];
+    load_pixels<m>(gy + channel_start(layout, n, k0, K, p.P * p.Q), gs, p.P, p.Q, p0, q0, std::min<int64_t>(L, K - k0),
+                   g);
+    apply_both_sides<a, m, Vec, T>(WinogradGradMatrices<m>::G, g, transformed);
+    for (int e = 0; e < E; ++e) S::store(Ugy + e * g_stride + k0, transformed[e]);
+  }
+}
+
+// gw[k, c] = A'^T M[.][k][c] A' from M[e] (rows x cols, row stride ld; rows are output channels when k_rows, else
+// input channels), the columns across the lanes.
+template <typename T, int m>
+void store_weight_grad(const Corr2dProblem& p, const T* M, int64_t rows, int64_t cols, int64_t ld, bool k_rows,
+                       T* gw, WeightLayout gw_layout) {
+  using S = Simd<T>;
+  constexpr int a = WinogradMatrices<m>::a, E = a * a, L = S::lanes;
+  const int64_t C = p.C;
+  const int64_t c_step = gw_layout == WeightLayout::krsc ? 1 : 9, rs_step = gw_layout == WeightLayout::krsc ? C : 1;
+  parallel_tasks(rows, E * cols, [&](int64_t row) {
+    for (int64_t j0 = 0; j0 < cols; j0 += L) {
+      typename S::Vec prod[E], taps[9];
+      for (int e = 0; e < E; ++e) prod[e] = S::load(M + (e * rows + row) * ld + j0);  // lanes past cols: unused
+      apply_both_sides<3, a, typename S::Vec, T>(WinogradGradMatrices<m>::AT, prod, taps);
+      for (int64_t l = 0; l < std::min<int64_t>(L, cols - j0); ++l) {
+        const int64_t k = k_rows ? row : j0 + l, c = k_rows ? j0 + l : row;
+        for (int rs = 0; rs < 9; ++rs) gw[k * C * 9 + c * c_step + rs * rs_step] = taps[rs][l];
+      }
+    }
+  });
+}
+
+// The chunk driver: M[e] (or its transpose, the wider channel side across the lanes) summed a chunk of at least
+// kWinogradGradChunk tiles at a time: the chunk's V and Ugy are transformed in parallel (one task per tile), then
+// summed into M in tile order by the batched GEMM of gemm.h (one task per block of M). Deterministic: every sum
+// runs in an order fixed by the sizes.
+template <typename T, int m>
+void winograd_weight_grad_chunks(const Corr2dProblem& p, Layout layout, const T* gy, const T* x, T* gw,
+                                 WeightLayout gw_layout) {
+  constexpr int a = WinogradMatrices<m>::a, E = a * a, L = Simd<T>::lanes;
   const int64_t C = p.C, K = p.K, C_pad = div_up(C, L) * L, K_pad = div_up(K, L) * L;
   const OutputTiles grid(m, p.P, p.Q);
   const int64_t tiles = grid.count(p.N);
@@ -421,7 +473,6 @@ void winograd_weight_grad_tiles(const Corr2dProblem& p, Layout layout, const T* 
   // larger products).
   const int64_t chunk_bytes = E * (C_pad + K_pad) * static_cast<int64_t>(sizeof(T));
   const int64_t chunk = std::min(tiles, std::max(kWinogradGradChunk, (int64_t{4} << 20) / chunk_bytes));
-  const ChannelStrides xs = channel_strides(layout, C, p.H * p.W), gs = channel_strides(layout, K, p.P * p.Q);
   // M, then V[e][t][c] and Ugy[e][t][k] of a chunk, the points e a vector apart beyond whole blocks (as in the
   // forward pass).
   const int64_t m_size = div_up(E * K * C, L) * L, v_stride = chunk * C_pad + L, g_stride = chunk * K_pad + L;
@@ -432,23 +483,8 @@ void winograd_weight_grad_tiles(const Corr2dProblem& p, Layout layout, const T* 
   for (int64_t t0 = 0; t0 < tiles; t0 += chunk) {
     const int64_t count = std::min(chunk, tiles - t0);
     parallel_tasks(count, E * (C + K) * 4, [&](int64_t t) {
-      const int64_t tile = t0 + t, n = grid.image(tile), p0 = grid.first_row(tile), q0 = grid.first_col(tile);
-      for (int64_t c0 = 0; c0 < C; c0 += L) {
-        Vec patch[E], transformed[E];
-        load_pixels<a>(x + channel_start(layout, n, c0, C, p.H * p.W), xs, p.H, p.W, p0 - p.pad_h, q0 - p.pad_w,
-                       std::min<int64_t>(L, C - c0), patch);
-        apply_both_sides<a, a, Vec, T>(Mat::BT, patch, transformed);
-        for (int e = 0; e < E; ++e) S::store(V + e * v_stride + t * C_pad + c0, transformed[e]);
-      }
-      for (int64_t k0 = 0; k0 < K; k0 += L) {
-        Vec g[m * m], transformed[E];
-        load_pixels<m>(gy + channel_start(layout, n, k0, K, p.P * p.Q), gs, p.P, p.Q, p0, q0,
-                       std::min<int64_t>(L, K - k0), g);
-        apply_both_sides<a, m, Vec, T>(Grad::G, g, transformed);
-        for (int e = 0; e < E; ++e) S::store(Ugy + e * g_stride + t * K_pad + k0, transformed[e]);
-      }
+      transform_grad_tile<T, m>(p, layout, grid, gy, x, t0 + t, V + t * C_pad, v_stride, Ugy + t * K_pad, g_stride);
     });
-    // M[e] (rows x columns) with the wider channel side across the vector lanes, as the columns.
     const GemmOperand<T> by_k{Ugy, 1, K_pad, g_stride}, by_c{V, 1, C_pad, v_stride};
     if (C >= K) {  // M[e] = Ugy[e] (K x tiles) · V[e] (tiles x C)
       gemm<T>({K, C, count, E, false, by_k, {V, C_pad, 1, v_stride}, M, C, K * C, GemmStart::accumulate, nullptr,
@@ -458,20 +494,68 @@ void winograd_weight_grad_tiles(const Corr2dProblem& p, Layout layout, const T* 
                kWinogradGradDepth, true});
     }
   }
-  // gw[k, c] = A'^T M[.][k][c] A', the columns of M across the lanes.
-  const int64_t rows = std::min(C, K), cols = std::max(C, K);
-  const int64_t c_step = gw_layout == WeightLayout::krsc ? 1 : 9, rs_step = gw_layout == WeightLayout::krsc ? C : 1;
-  parallel_tasks(rows, E * cols, [&](int64_t row) {
-    for (int64_t j0 = 0; j0 < cols; j0 += L) {
-      Vec prod[E], taps[9];
-      for (int e = 0; e < E; ++e) prod[e] = S::load(M + (e * rows + row) * cols + j0);  // lanes past cols: unused
-      apply_both_sides<3, a, Vec, T>(Grad::AT, prod, taps);
-      for (int64_t l = 0; l < std::min<int64_t>(L, cols - j0); ++l) {
-        const int64_t k = C >= K ? row : j0 + l, c = C >= K ? j0 + l : row;
-        for (int rs = 0; rs < 9; ++rs) gw[k * C * 9 + c * c_step + rs * rs_step] = taps[rs][l];
+  store_weight_grad<T, m>(p, M, std::min(C, K), std::max(C, K), std::max(C, K), C >= K, gw, gw_layout);
+}
+
+// The slot driver, for few channels (M within kWinogradGradSlotBytes; the chunk driver's V and Ugy, 4x the size of
+// x and gy for F(3x3, 2x2), then stream through L3 and back): the tiles are cut into a number of slots fixed by
+// the sizes, one task each, which transforms kWinogradGradDepth tiles at a time into V and Ugy (in L2) and adds
+// their products into its own M (K x C, output channels down the rows); the slots' M are then added in slot order.
+// Deterministic and independent of the thread count.
+template <typename T, int m>
+void winograd_weight_grad_slots(const Corr2dProblem& p, Layout layout, const T* gy, const T* x, T* gw,
+                                WeightLayout gw_layout) {
+  constexpr int a = WinogradMatrices<m>::a, E = a * a, L = Simd<T>::lanes;
+  constexpr int64_t MR = kGemmRows, NR = kGemmVectors * L, SC = kWinogradGradDepth;
+  const int64_t C = p.C, K = p.K, C_pad = div_up(C, L) * L, K_pad = div_up(K, L) * L;
+  const OutputTiles grid(m, p.P, p.Q);
+  const int64_t tiles = grid.count(p.N);
+  const int64_t slots = std::clamp<int64_t>(tiles / kWinogradGradSlotTiles, 1, kWinogradGradSlots);
+  const int64_t m_size = E * K * C_pad;  // M[e][k][c], rows C_pad apart
+  std::vector<T> partials(slots * m_size, T(0));
+  // V and Ugy of SC tiles, with room for the last register tile's reads past them.
+  const int64_t v_stride = SC * C_pad + NR, g_stride = SC * K_pad + 2 * MR;
+  parallel_tasks(slots, div_up(tiles, slots) * E * C * K, [&](int64_t slot) {
+    T* const M = partials.data() + slot * m_size;
+    T* const V = workspace<T, 1>(E * v_stride);
+    T* const Ugy = workspace<T, 2>(E * g_stride);
+    for (int64_t t0 = slot * tiles / slots, end = (slot + 1) * tiles / slots; t0 < end; t0 += SC) {
+      const int64_t count = std::min(SC, end - t0);
+      for (int64_t t = 0; t < count; ++t)
+        transform_grad_tile<T, m>(p, layout, grid, gy, x, t0 + t, V + t * C_pad, v_stride, Ugy + t * K_pad, g_stride);
+      // M[e] (K x C) += Ugy[e]^T (K x tiles, read as stored: a k-run per tile) · V[e] (tiles x C).
+      for (int e = 0; e < E; ++e) {
+        const T* u = Ugy + e * g_stride;
+        const T* v = V + e * v_stride;
+        T* const out = M + e * K * C_pad;
+        for (int64_t i = 0; i < K;) {
+          if (C_pad <= L) {  // one vector of columns: two strips of rows at once
+            gemm_tile_narrow<T, false>(count, u + i, u + i + MR, K_pad, v, C_pad, nullptr, nullptr, false,
+                                       out + i * C_pad, C_pad, std::min(2 * MR, K - i), C_pad);
+            i += 2 * MR;
+            continue;
+          }
+          for (int64_t j = 0; j < C_pad; j += NR)
+            gemm_tile<T, false>(count, u + i, K_pad, v + j, C_pad, nullptr, nullptr, false, out + i * C_pad + j, C_pad,
+                                std::min(MR, K - i), std::min(NR, C_pad - j));
+          i += MR;
+        }
       }
     }
   });
+  T* const M = partials.data();
+  for (int64_t slot = 1; slot < slots; ++slot)
+    for (int64_t i = 0; i < m_size; ++i) M[i] += partials[slot * m_size + i];
+  store_weight_grad<T, m>(p, M, K, C, C_pad, true, gw, gw_layout);
+}
+
+template <typename T, int m>
+void winograd_weight_grad_tiles(const Corr2dProblem& p, Layout layout, const T* gy, const T* x, T* gw,
+                                WeightLayout gw_layout) {
+  constexpr int E = WinogradMatrices<m>::a * WinogradMatrices<m>::a;
+  if (E * p.C * p.K * static_cast<int64_t>(sizeof(T)) <= kWinogradGradSlotBytes)
+    return winograd_weight_grad_slots<T, m>(p, layout, gy, x, gw, gw_layout);
+  winograd_weight_grad_chunks<T, m>(p, layout, gy, x, gw, gw_layout);
 }
 
 template <typename T>
