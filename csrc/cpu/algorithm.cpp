@@ -65,8 +65,9 @@ Algorithm choose_algorithm(const Corr2dProblem& p, Op op, at::ScalarType compute
   if (p.groups != 1 || p.K < kGemmMinChannels || p.C < kGemmMinChannels) return Algorithm::direct;
   if (gemm_enabled() && (is_pointwise(p) || gemm_everywhere.load(std::memory_order_relaxed))) return Algorithm::gemm;
   if (winograd_fits(p, op, compute)) return Algorithm::winograd;
-  if (!gemm_enabled()) return Algorithm::direct;
-  return op == Op::weight_grad && p.P * p.Q <= kGemmMaxWindowPixels ? Algorithm::gemm : Algorithm::direct;
+  if (!gemm_enabled() || op != Op::weight_grad) return Algorithm::direct;
+  const bool strided_channels_last = layout == Layout::channels_last && p.stride_h > 1 && p.stride_w > 1;
+  return p.P * p.Q <= kGemmMaxWindowPixels || strided_channels_last ? Algorithm::gemm : Algorithm::direct;
 }
 
 WinogradPlan winograd_plan(const DirectProblem& d) {

@@ -13,6 +13,11 @@
 //   gemm     weight gradient of any kernel on planes of at      few pixels per image: the direct weight
 //            most kGemmMaxWindowPixels outputs                  gradient's tiles are mostly halo and setup
 //                                                               (512ch 7x7 3x3: 1.6x faster as a GEMM)
+//   gemm     channels-last weight gradients of layers strided   a window's kernel rows are runs of S*C
+//            both ways                                          values, each pixel read about R*S/4 times
+//                                                               (3x3 and 2x2 stride 2, 64-384 channels on
+//                                                               14x14-56x56: 1.0-1.8x faster; stride 1
+//                                                               reads each pixel R*S times: 0.3-0.6x)
 //   gemm     weight gradient of one image's grouped layer       a product per group, every group in
 //            (planes; at least 8 outputs and 16 taps per        parallel: per-sample gradients, which vmap
 //            group)                                             folds into groups (64 x 16 -> 32 3x3 on 8x8:
