@@ -40,7 +40,7 @@ constexpr int64_t kGemmManyTasks = 8;  // tasks per thread that need no evening 
 // Rows of A up to this long are read in place rather than packed: measured on channels-last 1x1 layers
 // (AVX-512, 2 threads), in place was up to 1.5x faster with 16-384 channels, packing 10% faster with 960.
 constexpr int64_t kGemmMaxInPlaceDepth = 512;
-// Depth of a reduction run register tile by register tile (gemm(), tile_major), at most.
+// Depth of the short steps of a reduction that gemm() runs register tile by register tile (its panels), at most.
 constexpr int64_t kGemmTileMajorDepth = 1024;
 
 // C[0..MR)[0..NR) (+)= sum_k A[i][k] * B[k][0..NR), B[k][j] = b[k*b_step + j] (a packed strip: b_step = NR;
@@ -416,7 +416,8 @@ void gemm(const GemmProblem<T>& g) {
         if (shared_a) {
           st.a_panel = a_shared.data() + (ib * depth_blocks + k0 / KC) * a_panel;
         } else if (st.full_rows < rows) {
-          pack_a(st.a, row0 + st.full_rows, rows - st.full_rows, k0, st.depth, a_packed + panel * a_panel + st.full_rows * st.depth);
+          pack_a(st.a, row0 + st.full_rows, rows - st.full_rows, k0, st.depth,
+                 a_packed + panel * a_panel + st.full_rows * st.depth);
         }
         st.full_cols = in_place_b ? cols / NR * NR : 0;  // columns read in place
         if (shared_b) {
@@ -471,7 +472,8 @@ void gemm(const GemmProblem<T>& g) {
       std::vector<Step> prepared;
       for (int64_t s0 = first; s0 < last; s0 += panels) {
         prepared.clear();
-        for (int64_t step = s0; step < std::min(last, s0 + panels); ++step) prepared.push_back(prepare(step, step - s0));
+        for (int64_t step = s0; step < std::min(last, s0 + panels); ++step)
+          prepared.push_back(prepare(step, step - s0));
         for (int64_t j = 0; j < cols; j += NR)
           for (int64_t i = 0; i < rows;) {
             int64_t covered = 0;

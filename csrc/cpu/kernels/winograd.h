@@ -574,9 +574,12 @@ void winograd_correlation(const DirectProblem& d, WinogradPlan plan, const T* x,
   TORCH_INTERNAL_ASSERT(d.R == 3 && d.S == 3 && d.stride_h == 1 && d.stride_w == 1 && d.dilation_h == 1 &&
                         d.dilation_w == 1 && d.groups == 1 && (plan.output_tile == 2 || plan.output_tile == 4));
   if (d.N * d.P * d.Q == 0 || d.K == 0) return;
-  const auto run = plan.strips ? (plan.output_tile == 2 ? winograd_correlation_strips<T, 2> : winograd_correlation_strips<T, 4>)
-                               : (plan.output_tile == 2 ? winograd_correlation_blocks<T, 2> : winograd_correlation_blocks<T, 4>);
-  run(d, x, w, order, bias, y);
+  if (plan.strips) {
+    if (plan.output_tile == 2) return winograd_correlation_strips<T, 2>(d, x, w, order, bias, y);
+    return winograd_correlation_strips<T, 4>(d, x, w, order, bias, y);
+  }
+  if (plan.output_tile == 2) return winograd_correlation_blocks<T, 2>(d, x, w, order, bias, y);
+  winograd_correlation_blocks<T, 4>(d, x, w, order, bias, y);
 }
 
 TORCHCORR_ISA_END
