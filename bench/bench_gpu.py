@@ -8,6 +8,10 @@ cuDNN may pick its fastest algorithm per shape (cudnn.benchmark = True); its sea
 Before a shape is timed, torchcorr's forward and gradients are checked against F.conv2d in float64; the run
 aborts if they differ, since timing a wrong result is worthless.
 
+Also timed: each of torchcorr's ops alone (forward, input, weight and bias gradient), and the card's
+device-to-device copy bandwidth, against which each forward's fewest bytes (input, weight and output once)
+over its time are reported ("fwd % copy": memory-bound forwards should reach 60%).
+
 Prints a compact table (microseconds; speedup = torch time / torchcorr time, above 1: torchcorr is
 faster) and geometric means of the speedups, and writes everything to JSON (--out).
 
@@ -150,7 +154,49 @@ def measure_shape(shape, dtype_name, min_run_time):
                          "x": x, "w": w, "b": b, "grad_out": grad_out},
                 label=f"conv2d on CUDA, {task}", sub_label=f"{shape.name} {dtype_name}", description=library)
             results[library, task] = timer.blocked_autorange(min_run_time=min_run_time)
-    return results
+    return results, measure_ops(shape, x, w, b, grad_out, min_run_time / 2)
+
+
+OPS = {  # torchcorr's ops alone, on the inputs of the fwd+bwd task
+    "forward": "ops.corr2d_forward(x, w, b, st, pd, dl, g)",
+    "input grad": "ops.corr2d_input_grad(grad_out, w, x.shape[2:], st, pd, dl, g)",
+    "weight grad": "ops.corr2d_weight_grad(grad_out, x, w.shape[2:], st, pd, dl, g)",
+    "bias grad": "ops.corr2d_bias_grad(grad_out)",
+}
+
+
+def measure_ops(shape, x, w, b, grad_out, min_run_time):
+    """{op: median seconds} for each of torchcorr's ops called directly."""
+    config = {"ops": torch.ops.torchcorr, "x": x.detach(), "w": w.detach(), "b": b.detach(), "grad_out": grad_out,
+              "st": [shape.stride] * 2, "pd": [shape.padding] * 2, "dl": [1, 1], "g": shape.groups}
+    return {op: benchmark.Timer(stmt=stmt, globals=config).blocked_autorange(min_run_time=min_run_time).median
+            for op, stmt in OPS.items()}
+
+
+def copy_bandwidth(gib=1, repeats=20):
+    """Device-to-device copy rate in GB/s (bytes read plus bytes written), median of `repeats` copies."""
+    src = torch.randn(gib * 2**28, device="cuda")
+    dst = torch.empty_like(src)
+    times = []
+    for _ in range(repeats + 3):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        dst.copy_(src)
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end) / 1e3)
+    del src, dst
+    torch.cuda.empty_cache()
+    return 2 * gib * 2**30 / sorted(times[3:])[repeats // 2] / 1e9
+
+
+def forward_bytes(shape, dtype):
+    """The fewest bytes a forward moves: input, weight, bias and output, each once."""
+    p, q = output_size(shape)
+    kh, kw = shape.kernel
+    elements = (shape.n * shape.c_in * shape.h * shape.w + shape.c_out * (shape.c_in // shape.groups) * kh * kw
+                + shape.c_out + shape.n * shape.c_out * p * q)
+    return elements * DTYPES[dtype].itemsize
 
 
 # ---- reporting ----
@@ -170,9 +216,11 @@ def machine_info():
     }
 
 
-def summary_row(shape, dtype_name, results):
+def summary_row(shape, dtype_name, results, op_times, copy_gbs):
     row = {"shape": shape.name, "dtype": dtype_name, "gflop": forward_gflop(shape),
            **{k: v for k, v in shape._asdict().items() if k != "name"}}
+    row.update({f"torchcorr {op} us": t * 1e6 for op, t in op_times.items()})
+    row["fwd % copy"] = 100 * forward_bytes(shape, dtype_name) / op_times["forward"] / 1e9 / copy_gbs
     for task in TASKS:
         for library in LIBRARIES:
             m = results[library, task]
@@ -200,11 +248,15 @@ def print_table(rows, means):
         ("speedup", "speedup fwd", 7, ">.2f"),
         ("torch fwd+bwd", "torch fwd+bwd us", 13, ">.1f"),
         ("torchcorr fwd+bwd", "torchcorr fwd+bwd us", 17, ">.1f"), ("speedup", "speedup fwd+bwd", 7, ">.2f"),
+        ("in grad", "torchcorr input grad us", 9, ">.1f"), ("w grad", "torchcorr weight grad us", 9, ">.1f"),
+        ("fwd % copy", "fwd % copy", 10, ">.1f"),
     ]
     print("  ".join(format(title, fmt[0] + str(width)) for title, _, width, fmt in columns))
     for row in rows:
         print("  ".join(format(row[key], fmt[0] + str(width) + fmt[1:]) for _, key, width, fmt in columns))
-    print("times: medians in microseconds; speedup = torch / torchcorr (> 1: torchcorr faster); geometric means:")
+    print("times: medians in microseconds; speedup = torch / torchcorr (> 1: torchcorr faster); in grad, w grad:\n"
+          "torchcorr's ops alone; fwd % copy: the forward's fewest bytes per second over the copy rate; "
+          "geometric means:")
     for dtype, by_task in means.items():
         print(f"  {dtype:<8}: " + ", ".join(f"{task} {v:.2f}x" for task, v in by_task.items()))
 
@@ -212,7 +264,7 @@ def print_table(rows, means):
 def print_header(machine, options):
     print(f"# {machine['gpu']} (sm_{machine['compute_capability'].replace('.', '')}, "
           f"{machine['gpu_memory_gib']} GiB) | torch {machine['torch']} | CUDA {machine['cuda']} | "
-          f"cuDNN {machine['cudnn']} | torchcorr {machine['torchcorr']}")
+          f"cuDNN {machine['cudnn']} | torchcorr {machine['torchcorr']} | copy {machine['copy_gb_s']:.0f} GB/s")
     print(f"# min_run_time {options['min_run_time']:g} s per measurement, TF32 off, cudnn.benchmark on")
 
 
@@ -261,6 +313,7 @@ def main():
     torch.backends.cuda.matmul.allow_tf32 = False
 
     machine = machine_info()
+    machine["copy_gb_s"] = copy_bandwidth()
     options = {"quick": args.quick, "min_run_time": min_run_time, "seed": SEED, "dtypes": args.dtypes,
                "tf32": False, "cudnn_benchmark": True}
     print_header(machine, options)
@@ -272,9 +325,9 @@ def main():
         for dtype_name in args.dtypes:
             print(f"  {shape.name} {dtype_name} ...", end="", flush=True)
             shape_start = time.perf_counter()
-            results = measure_shape(shape, dtype_name, min_run_time)
+            results, op_times = measure_shape(shape, dtype_name, min_run_time)
             print(f" {time.perf_counter() - shape_start:.1f} s", flush=True)
-            rows.append(summary_row(shape, dtype_name, results))
+            rows.append(summary_row(shape, dtype_name, results, op_times, machine["copy_gb_s"]))
             torch.cuda.empty_cache()
     options["elapsed_s"] = time.perf_counter() - start
 
