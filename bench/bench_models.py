@@ -1,4 +1,4 @@
-"""Whole models on the CPU: torchvision models converted with torchcorr.convert, against the originals.
+"""Whole models: torchvision models converted with torchcorr.convert, against the originals, on the CPU or a GPU.
 
 For each model (random weights, num_classes=100; nothing is downloaded) the converted copy is first checked
 in float64: its outputs and every parameter gradient must match the original's, from the same weights and
@@ -17,6 +17,7 @@ kxk, depthwise kxk with stride, grouped, stem). Identical calls are timed once a
     python bench/bench_models.py                       # the eight models, batch 8, 224x224
     python bench/bench_models.py --models resnet18 --batch 2 --size 64 --min-run-time 0.2
     python bench/bench_models.py --channels-last       # models and inputs in channels_last, both libraries
+    python bench/bench_models.py --device cuda --autocast bfloat16 --no-layers   # on a GPU, under autocast
 
 With --channels-last each model is also timed in NCHW in the same run, both libraries, and the "best layout"
 columns compare each library's faster layout: min(torch NCHW, torch channels_last) / min(ours NCHW, ours
@@ -24,6 +25,7 @@ channels_last).
 """
 
 import argparse
+import contextlib
 import copy
 import math
 import os
@@ -46,30 +48,38 @@ CLASSES = 100
 # norms), or to PARITY_FLOOR times the model's largest gradient where that is larger
 PARITY_TOLERANCE = 1e-8
 PARITY_FLOOR = 1e-6
+DEVICE = torch.device("cpu")  # --device
+AUTOCAST = None               # --autocast: the dtype timed steps run in under torch.autocast
 
 
 def build(name, memory_format):
     """(original, converted): the same random weights, in float32."""
     torch.manual_seed(0)
     original = torchvision.models.get_model(name, weights=None, num_classes=CLASSES)
-    original = original.to(memory_format=memory_format)
+    original = original.to(DEVICE, memory_format=memory_format)
     return original, torchcorr.convert(original)
 
 
 def inputs(batch, size, memory_format, dtype=torch.float32):
     generator = torch.Generator().manual_seed(1)
     x = torch.randn(batch, 3, size, size, generator=generator, dtype=dtype).contiguous(memory_format=memory_format)
-    return x, torch.randint(0, CLASSES, (batch,), generator=generator)
+    return x.to(DEVICE), torch.randint(0, CLASSES, (batch,), generator=generator).to(DEVICE)
+
+
+def autocast():
+    return torch.autocast(DEVICE.type, dtype=AUTOCAST) if AUTOCAST is not None else contextlib.nullcontext()
 
 
 def training_step(model, x, target):
     for p in model.parameters():
         p.grad = None
-    F.cross_entropy(model(x), target).backward()
+    with autocast():
+        loss = F.cross_entropy(model(x), target)
+    loss.backward()
 
 
 def inference(model, x):
-    with torch.inference_mode():
+    with torch.inference_mode(), autocast():
         return model(x)
 
 
@@ -195,13 +205,16 @@ def conv_forward_backward(fn, x, w, b, config, grad_out):
 def time_call(call, memory_format, min_run_time):
     shape, c_out, kernel, stride, padding, dilation, groups, bias = call
     generator = torch.Generator().manual_seed(3)
-    x = torch.randn(shape, generator=generator).contiguous(memory_format=memory_format).requires_grad_()
+
+    def randn(*size):
+        return torch.randn(*size, generator=generator).to(DEVICE).contiguous(memory_format=memory_format)
+
+    x = randn(shape).requires_grad_()
     # the weights in the model's layout too (a model moved to channels_last holds them so)
-    w = torch.randn(c_out, shape[1] // groups, *kernel, generator=generator).contiguous(memory_format=memory_format)
-    w.requires_grad_()
-    b = torch.randn(c_out, generator=generator).requires_grad_() if bias else None
+    w = randn(c_out, shape[1] // groups, *kernel).requires_grad_()
+    b = torch.randn(c_out, generator=generator).to(DEVICE).requires_grad_() if bias else None
     config = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
-    grad_out = torch.randn(F.conv2d(x, w, b, **config).shape, generator=generator).contiguous(memory_format=memory_format)
+    grad_out = randn(F.conv2d(x, w, b, **config).shape)
     times = {}
     for library, fn in (("torch", F.conv2d), ("torchcorr", torchcorr.corr2d)):
         args = dict(fn=fn, x=x, w=w, b=b, config=config, grad_out=grad_out, conv_forward=conv_forward,
@@ -258,9 +271,11 @@ def plot(report, path):
     ax.invert_yaxis()
     ax.set_xlabel("speedup = torch time / torchcorr time (> 1: torchcorr is faster)")
     machine = report["machine"]
-    ax.set_title(f"converted torchvision models, CPU float32, batch {report['batch']}, {report['size']}x"
-                 f"{report['size']}, {report['layout']}\n{machine['cpu']}, {machine['threads']} threads, "
-                 f"torch {machine['torch']}, {machine['cpu_isa']}", fontsize=9)
+    where = (f"{machine['gpu']}" if "gpu" in machine else
+             f"{machine['cpu']}, {machine['threads']} threads, {machine['cpu_isa']}")
+    ax.set_title(f"converted torchvision models, {report.get('device', 'cpu')} {report.get('precision', 'float32')}, "
+                 f"batch {report['batch']}, {report['size']}x{report['size']}, {report['layout']}\n{where}, "
+                 f"torch {machine['torch']}", fontsize=9)
     ax.legend()
     fig.tight_layout()
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
@@ -277,6 +292,9 @@ def parse_args(argv=None):
     parser.add_argument("--min-run-time", type=float, default=2.0, help="seconds of timing per model measurement")
     parser.add_argument("--layer-min-run-time", type=float, default=0.2, help="seconds per layer measurement")
     parser.add_argument("--channels-last", action="store_true", help="models and inputs in channels_last")
+    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    parser.add_argument("--autocast", choices=["bfloat16", "float16"], default=None,
+                        help="time the steps under torch.autocast in this dtype (the parity check stays float64)")
     parser.add_argument("--no-layers", action="store_true", help="skip the per-layer-class table")
     parser.add_argument("--out", default=None, help="JSON output (default bench/results/models[_cl].json)")
     parser.add_argument("--plot", default=None, help="PNG chart (default bench/results/models[_cl].png)")
@@ -285,12 +303,25 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    if not torchcorr.native_available("cpu"):
-        sys.exit("torchcorr's native CPU kernels are not available; nothing to benchmark.")
+    global DEVICE, AUTOCAST
+    DEVICE = torch.device(args.device)
+    AUTOCAST = getattr(torch, args.autocast) if args.autocast else None
+    if DEVICE.type == "cuda" and not torch.cuda.is_available():
+        sys.exit("--device cuda: torch sees no GPU.")
+    if not torchcorr.native_available(DEVICE.type):
+        sys.exit(f"torchcorr's native {DEVICE.type} kernels are not available; nothing to benchmark.")
     layout = "channels_last" if args.channels_last else "NCHW"
     memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
-    suffix = "_cl" if args.channels_last else ""
+    suffix = ("_cuda" if args.device != "cpu" else "") + ("_" + args.autocast if args.autocast else "") + (
+        "_cl" if args.channels_last else "")
     machine = machine_info(steady_malloc())
+    if DEVICE.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False  # strict float32 on both
+        machine.update(gpu=torch.cuda.get_device_name(DEVICE), cuda=torch.version.cuda,
+                       cudnn=torch.backends.cudnn.version())
+        print(f"# {machine['gpu']} | CUDA {machine['cuda']} | cuDNN {machine['cudnn']} | TF32 off | "
+              f"{args.autocast or 'float32'}")
     print(f"# {machine['cpu']} | {machine['threads']} threads | torch {machine['torch']} | torchvision "
           f"{torchvision.__version__} | torchcorr {machine['torchcorr']} ({machine['cpu_isa']}) | {layout} | "
           f"batch {args.batch}, {args.size}x{args.size} | load average {machine['load_average_1min']:.2f}")
@@ -341,7 +372,8 @@ def main(argv=None):
                      ("ours f+b", "torchcorr fwd+bwd", 9, "{:.2f}"), ("fwd+bwd", "speedup fwd+bwd", 7, "{:.2f}x")],
                     classes)
 
-    report = {"machine": machine, "layout": layout, "batch": args.batch, "size": args.size,
+    report = {"machine": machine, "device": DEVICE.type, "precision": args.autocast or "float32", "layout": layout,
+              "batch": args.batch, "size": args.size,
               "torchvision": torchvision.__version__, "models": rows, "geometric mean": means,
               "layer classes": classes, "layers": layers}
     out = args.out or os.path.join(RESULTS, f"models{suffix}.json")

@@ -10,7 +10,8 @@
 # to its cap), BENCH_ARGS (default --min-run-time 0.1).
 # Order: build, CUDA tests (spread over processes when pytest-xdist is installed), memcheck, the other native
 # tests, then the benchmark, so that a short budget cuts the timing rather than the checks.
-# Builds in place (torchcorr/_C*.so) and never installs anything. Logs go to bench/results/gpu_check/.
+# Builds in place (torchcorr/_C*.so) and never installs anything. Logs go to bench/results/gpu_check/; the
+# model benchmark needs torchvision.
 # Exits non-zero when any step failed; every step runs regardless, so one report shows everything.
 set -euo pipefail
 
@@ -97,6 +98,11 @@ run_step tests_native 60 "$PYTHON" -m pytest tests/test_native.py -q -p no:cache
 rm -f bench/results/gpu.json
 # shellcheck disable=SC2086
 run_step bench 240 "$PYTHON" bench/bench_gpu.py ${BENCH_ARGS:---min-run-time 0.1}
+# Whole torchvision models (float64 parity first), float32 and under bfloat16 autocast.
+for precision in float32 bfloat16; do
+  run_step "models_$precision" 150 "$PYTHON" bench/bench_models.py --device cuda --no-layers --batch 32 \
+    --min-run-time 0.5 $([[ $precision == float32 ]] || echo --autocast $precision)
+done
 
 echo
 if ((${#FAILED[@]})); then
@@ -105,5 +111,8 @@ else
   echo "gpu_check: every step passed (logs in $LOGS)"
 fi
 echo
+for precision in float32 bfloat16; do
+  grep -A 12 "^Whole models" "$LOGS/models_$precision.log" 2>/dev/null || true
+done
 [[ -f bench/results/gpu.json ]] && "$PYTHON" bench/bench_gpu.py --show bench/results/gpu.json
 ((${#FAILED[@]} == 0))

@@ -77,6 +77,22 @@ def test_kernel_paths(name, dtype):
     check_against_oracle(KERNEL_PATHS[name], dtype, seed=7)
 
 
+# Layers with channels enough for the implicit GEMM (csrc/cuda/implicit_gemm.cuh): ragged row and column
+# tiles, both tile widths, strided input gradients (exact division), groups, dilation, many weight chunks.
+GEMM_PATHS = {
+    "gemm_ragged_tiles": Problem(3, 40, 9, 11, 70, 3, 3, (1, 1), (1, 1), (1, 1), 1, True),
+    "gemm_strided_dilated_grouped": Problem(2, 64, 13, 12, 96, 3, 2, (2, 3), (2, 1), (2, 1), 2, True),
+    "gemm_pointwise_many_chunks": Problem(16, 32, 30, 30, 32, 1, 1, (1, 1), (0, 0), (1, 1), 1, True),
+    "gemm_wide_columns": Problem(2, 130, 5, 6, 140, 2, 2, (1, 1), (0, 1), (1, 1), 1, False),
+}
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("name", list(GEMM_PATHS))
+def test_implicit_gemm_paths(name, dtype):
+    check_against_oracle(GEMM_PATHS[name], dtype, seed=9)
+
+
 def test_more_than_65535_block_rows():
     """N * K / images-per-block above 65535: the kernels loop over the block rows that do not fit."""
     problem = Problem(300, 2048, 1, 2, 2048, 1, 1, (1, 1), (0, 0), (1, 1), 2048, False)

@@ -16,6 +16,7 @@
 // neighbouring warps take neighbouring taps of the same (k, c) and so share those reads in L1/L2.
 // The partials take chunks * outputs values in opmath precision.
 #include "cuda_kernel_utils.cuh"
+#include "implicit_gemm_launch.cuh"
 
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
@@ -93,7 +94,8 @@ __global__ void __launch_bounds__(kThreads)
   if (lane == 0) partials[chunk * p.K + k] = acc;
 }
 
-// result[o] = sum over chunks of partials[chunk * outputs + o], one warp per output, in a fixed order.
+// result[o] = sum over chunks of partials[chunk * outputs + o] in a fixed order: one warp per output (lanes
+// over chunks, then the shuffle tree) for few outputs, one thread per output (chunks in order) for many.
 template <typename scalar_t, typename acc_t>
 __global__ void __launch_bounds__(kThreads)
     sum_chunks_kernel(const acc_t* __restrict__ partials, int64_t chunks, int64_t outputs,
@@ -107,19 +109,68 @@ __global__ void __launch_bounds__(kThreads)
   if (lane == 0) result[output] = static_cast<scalar_t>(acc);
 }
 
+template <typename scalar_t, typename acc_t>
+__global__ void __launch_bounds__(kThreads)
+    sum_chunks_by_thread_kernel(const acc_t* __restrict__ partials, int64_t chunks, int64_t outputs,
+                                scalar_t* __restrict__ result) {
+  const int64_t output = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  if (output >= outputs) return;
+  acc_t acc = 0;
+  for (int64_t chunk = 0; chunk < chunks; ++chunk) acc += partials[chunk * outputs + output];
+  result[output] = static_cast<scalar_t>(acc);
+}
+
+// Outputs from which a thread per output fills the GPU.
+constexpr int64_t kOutputsForThreadSums = 16384;
+
 unsigned int blocks_for_warps(int64_t warps) { return grid_x(div_up(warps, kWarpsPerBlock)); }
 
 // Second pass shared by both gradients: partials -> result in its own dtype.
 template <typename scalar_t, typename acc_t>
 void launch_sum_chunks(const at::Tensor& partials, int64_t chunks, at::Tensor& result) {
   const int64_t outputs = result.numel();
-  sum_chunks_kernel<scalar_t, acc_t><<<blocks_for_warps(outputs), kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
-      partials.const_data_ptr<acc_t>(), chunks, outputs, result.mutable_data_ptr<scalar_t>());
+  const auto stream = c10::cuda::getCurrentCUDAStream();
+  if (outputs >= kOutputsForThreadSums) {
+    sum_chunks_by_thread_kernel<scalar_t, acc_t><<<grid_x(div_up(outputs, kThreads)), kThreads, 0, stream>>>(
+        partials.const_data_ptr<acc_t>(), chunks, outputs, result.mutable_data_ptr<scalar_t>());
+  } else {
+    sum_chunks_kernel<scalar_t, acc_t><<<blocks_for_warps(outputs), kThreads, 0, stream>>>(
+        partials.const_data_ptr<acc_t>(), chunks, outputs, result.mutable_data_ptr<scalar_t>());
+  }
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
-// The one place a weight-gradient kernel is chosen (specialised kernels for shape classes go here).
+// The weight gradient as an implicit GEMM (implicit_gemm.cuh): chunk partials, then launch_sum_chunks.
+template <typename scalar_t>
+void launch_weight_gemm(const Corr2dProblem& p, const at::Tensor& gy, const at::Tensor& x, at::Tensor& gw) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const int bm = gemm::column_tile(p.K_per_group()), bn = gemm::column_tile(p.C_per_group() * p.R * p.S);
+  auto g = gemm::weight_gemm<scalar_t, acc_t>(p, bm, bn);
+  const int64_t chunks = div_up(g.terms, g.chunk_terms), outputs = gw.numel();
+  auto partials = at::empty({chunks * outputs}, gy.options().dtype(compute_dtype(gy.scalar_type())));
+  const auto stream = c10::cuda::getCurrentCUDAStream();
+  const auto taps = gemm::tap_table(gemm::forward_taps(p), gy.options(), stream);
+  g.gy = gy.const_data_ptr<scalar_t>(), g.x = x.const_data_ptr<scalar_t>();
+  g.partials = partials.mutable_data_ptr<acc_t>(), g.taps = reinterpret_cast<const gemm::Tap*>(taps.const_data_ptr<int>());
+  const dim3 grid(grid_x(div_up(g.Kg, bm) * g.col_tiles), static_cast<unsigned>(chunks),
+                  static_cast<unsigned>(p.groups));
+  auto kernel = bm == 64 ? (bn == 64 ? gemm::weight_gemm_kernel<scalar_t, acc_t, 64, 64>
+                                     : gemm::weight_gemm_kernel<scalar_t, acc_t, 64, 128>)
+                         : (bn == 64 ? gemm::weight_gemm_kernel<scalar_t, acc_t, 128, 64>
+                                     : gemm::weight_gemm_kernel<scalar_t, acc_t, 128, 128>);
+  kernel<<<grid, kThreads, 0, stream>>>(g);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  launch_sum_chunks<scalar_t, acc_t>(partials, chunks, gw);
+}
+
+// The one place a weight-gradient kernel is chosen: the implicit GEMM for layers with channels enough to
+// fill its tiles, else a warp per (output, chunk).
 void launch_weight_grad(const Corr2dProblem& p, const at::Tensor& gy, const at::Tensor& x, at::Tensor& gw) {
+  if (gemm::worth_a_gemm(p.K_per_group(), p.C_per_group() * p.R * p.S) && gemm::offsets_fit(p)) {
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, gy.scalar_type(), "corr2d_weight_grad_gemm_cuda",
+                                    [&] { launch_weight_gemm<scalar_t>(p, gy, x, gw); });
+    return;
+  }
   const int64_t outputs = gw.numel();
   const auto split = chunking(outputs, p.N * p.P * p.Q);
   auto partials = at::empty({split.chunks * outputs}, gy.options().dtype(compute_dtype(gy.scalar_type())));

@@ -1,0 +1,49 @@
+// Launching the implicit GEMM kernels of implicit_gemm.cuh from ATen tensors: the tap table, the tile shape
+// and the grid. The kernels themselves need no ATen, so tests/cuda_emulation can run them on a CPU.
+#pragma once
+
+#include "cuda_kernel_utils.cuh"
+#include "implicit_gemm.cuh"
+
+#include <ATen/ATen.h>
+
+namespace torchcorr::cuda::gemm {
+
+// Layers with at least this many output columns and reduction indices per group take the implicit GEMM;
+// thinner ones (depthwise, a few channels) keep the direct kernels, which waste no tile.
+constexpr int64_t kMinGemmColumns = 16;
+constexpr int64_t kMinGemmReduction = 16;
+
+inline bool worth_a_gemm(int64_t columns, int64_t reduction) {
+  return columns >= kMinGemmColumns && reduction >= kMinGemmReduction;
+}
+
+// Tile width for `columns` output columns: 64 wastes less on layers of up to 64 channels.
+inline int column_tile(int64_t columns) { return columns <= 64 ? 64 : 128; }
+
+// The tap table of a launch, filled on the device (no host-to-device copy).
+inline at::Tensor tap_table(const TapRule& rule, const at::TensorOptions& options, cudaStream_t stream) {
+  auto taps = at::empty({rule.J, 4}, options.dtype(at::kInt));
+  tap_table_kernel<<<grid_x(div_up(rule.J, kThreads)), kThreads, 0, stream>>>(
+      reinterpret_cast<Tap*>(taps.mutable_data_ptr<int>()), rule);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  return taps;
+}
+
+// out = the plane GEMM g over `groups` groups; kExact: the input gradient of a strided layer.
+template <bool kExact, typename scalar_t>
+void launch_plane_gemm(PlaneGemm<scalar_t> g, const TapRule& rule, int64_t groups, const at::Tensor& like) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const auto stream = c10::cuda::getCurrentCUDAStream();
+  const auto taps = tap_table(rule, like.options(), stream);
+  g.taps = reinterpret_cast<const Tap*>(taps.const_data_ptr<int>());
+  const int bn = column_tile(g.cols);
+  const dim3 grid(grid_x(div_up(g.rows, 128)), static_cast<unsigned>(div_up(g.cols, bn)),
+                  static_cast<unsigned>(groups));
+  auto kernel = bn == 64 ? plane_gemm_kernel<scalar_t, acc_t, 128, 64, kExact>
+                         : plane_gemm_kernel<scalar_t, acc_t, 128, 128, kExact>;
+  kernel<<<grid, kThreads, 0, stream>>>(g);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+}
+
+}  // namespace torchcorr::cuda::gemm
