@@ -7,7 +7,7 @@
 #
 # Optional: MAX_JOBS (default: all cores), TORCH_CUDA_ARCH_LIST (default: the visible GPU's arch),
 # GPU_CHECK_BUDGET_S (default 600: seconds for everything after the build; each step gets what is left, up
-# to its cap), BENCH_ARGS (default --min-run-time 0.1).
+# to its cap), BENCH_ARGS (default --min-run-time 0.1), MODEL_ARGS (default --batch 32 --min-run-time 0.3).
 # Order: build, CUDA tests (spread over processes when pytest-xdist is installed), memcheck, the other native
 # tests, then the benchmark, so that a short budget cuts the timing rather than the checks.
 # Builds in place (torchcorr/_C*.so) and never installs anything. Logs go to bench/results/gpu_check/; the
@@ -100,8 +100,9 @@ rm -f bench/results/gpu.json
 run_step bench 240 "$PYTHON" bench/bench_gpu.py ${BENCH_ARGS:---min-run-time 0.1}
 # Whole torchvision models (float64 parity first), float32 and under bfloat16 autocast.
 for precision in float32 bfloat16; do
-  run_step "models_$precision" 150 "$PYTHON" bench/bench_models.py --device cuda --no-layers --batch 32 \
-    --min-run-time 0.5 $([[ $precision == float32 ]] || echo --autocast $precision)
+  # shellcheck disable=SC2046,SC2086
+  run_step "models_$precision" 150 "$PYTHON" bench/bench_models.py --device cuda --no-layers \
+    ${MODEL_ARGS:---batch 32 --min-run-time 0.3} $([[ $precision == float32 ]] || echo --autocast $precision)
 done
 
 echo

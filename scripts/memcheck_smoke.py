@@ -1,7 +1,7 @@
 """Every torchcorr CUDA op on a few small problems, for compute-sanitizer (scripts/gpu_check.sh).
 
 Covers staged and unstaged weights, grouped, strided, dilated and padded problems, many reduction
-chunks, the implicit GEMM kernels, float32 and float16; exits non-zero when a result differs from F.conv2d, which runs on the CPU
+chunks, the implicit GEMM and plane-tile kernels, float32 and float16; exits non-zero when a result differs from F.conv2d, which runs on the CPU
 so that the GPU runs little besides torchcorr's kernels.
 """
 
@@ -20,6 +20,7 @@ PROBLEMS = [  # (N, C, H, W, K, kh, kw, stride, padding, dilation, groups)
     (2, 2, 1, 1, 3, 3, 3, (1, 1), (2, 2), (1, 1), 1),  # taps in the padding only
     (2, 40, 9, 11, 70, 3, 3, (2, 1), (1, 1), (1, 1), 1),  # implicit GEMM, ragged tiles, strided
     (3, 64, 7, 6, 96, 2, 3, (1, 1), (1, 0), (2, 1), 2),  # implicit GEMM, groups, dilation
+    (2, 6, 37, 33, 6, 5, 5, (2, 2), (2, 2), (1, 1), 6),  # plane tiles, depthwise, strided
 ]
 
 

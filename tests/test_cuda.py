@@ -78,19 +78,25 @@ def test_kernel_paths(name, dtype):
 
 
 # Layers with channels enough for the implicit GEMM (csrc/cuda/implicit_gemm.cuh): ragged row and column
-# tiles, both tile widths, strided input gradients (exact division), groups, dilation, many weight chunks.
-GEMM_PATHS = {
+# tiles, both tile widths, strided input gradients (exact division), groups, dilation, many weight chunks;
+# thin layers on planes of 256+ pixels for the shared-memory tiles (direct_tile.cuh): both tile widths,
+# the stride-1 input gradient through flipped weights, and padding beyond the kernel's reach (no flip).
+TILED_PATHS = {
     "gemm_ragged_tiles": Problem(3, 40, 9, 11, 70, 3, 3, (1, 1), (1, 1), (1, 1), 1, True),
     "gemm_strided_dilated_grouped": Problem(2, 64, 13, 12, 96, 3, 2, (2, 3), (2, 1), (2, 1), 2, True),
     "gemm_pointwise_many_chunks": Problem(16, 32, 30, 30, 32, 1, 1, (1, 1), (0, 0), (1, 1), 1, True),
     "gemm_wide_columns": Problem(2, 130, 5, 6, 140, 2, 2, (1, 1), (0, 1), (1, 1), 1, False),
+    "tile_single_channel_wide": Problem(2, 1, 40, 70, 1, 3, 3, (1, 1), (1, 1), (1, 1), 1, True),
+    "tile_depthwise_k5_strided": Problem(2, 6, 37, 33, 6, 5, 5, (2, 2), (2, 2), (1, 1), 6, True),
+    "tile_few_channels_dilated": Problem(3, 4, 30, 29, 6, 3, 2, (1, 1), (0, 1), (2, 1), 2, False),
+    "tile_padding_beyond_reach": Problem(2, 2, 20, 20, 3, 3, 3, (1, 1), (3, 3), (1, 1), 1, True),
 }
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-@pytest.mark.parametrize("name", list(GEMM_PATHS))
-def test_implicit_gemm_paths(name, dtype):
-    check_against_oracle(GEMM_PATHS[name], dtype, seed=9)
+@pytest.mark.parametrize("name", list(TILED_PATHS))
+def test_tiled_kernel_paths(name, dtype):
+    check_against_oracle(TILED_PATHS[name], dtype, seed=9)
 
 
 def test_more_than_65535_block_rows():

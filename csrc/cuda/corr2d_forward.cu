@@ -13,6 +13,7 @@
 // every thread reads the same weight from global memory (a broadcast through L1). Each thread reads its
 // Cg*R*S input values directly (neighbouring threads read neighbouring columns) and writes y once.
 #include "cuda_kernel_utils.cuh"
+#include "direct_tile_launch.cuh"
 #include "implicit_gemm_launch.cuh"
 
 #include <ATen/ATen.h>
@@ -66,10 +67,10 @@ __global__ void __launch_bounds__(kThreads)
 }
 
 // The one place a forward kernel is chosen: the implicit GEMM for layers with channels enough to fill its
-// tiles, else the direct kernel.
+// tiles, else shared-memory tiles of the plane (direct_tile.cuh), else the direct kernel below.
 void launch_forward(const Corr2dProblem& p, const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias,
                     at::Tensor& y) {
-  if (gemm::worth_a_gemm(p.K_per_group(), p.C_per_group() * p.R * p.S) && gemm::offsets_fit(p)) {
+  if (gemm::worth_a_gemm(p.K_per_group(), p.C_per_group() * p.R * p.S) && fits_32bit_offsets(p)) {
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "corr2d_forward_gemm_cuda", [&] {
       auto g = gemm::forward_gemm<scalar_t>(p);
       g.src = x.const_data_ptr<scalar_t>(), g.w = w.const_data_ptr<scalar_t>();
@@ -78,6 +79,7 @@ void launch_forward(const Corr2dProblem& p, const at::Tensor& x, const at::Tenso
     });
     return;
   }
+  if (tile::launch_direct_tile(p, x, w, bias, y)) return;
   const auto tiles = tile_planes(p.P * p.Q, p.N);
   const int64_t staged_bytes = p.C_per_group() * p.R * p.S * static_cast<int64_t>(x.element_size());
   const bool stage = staged_bytes <= kMaxStagedBytes;

@@ -14,6 +14,7 @@
 // fits in kMaxStagedBytes, else reads them from global memory. Each thread reads up to Kg*R*S gradient
 // values (neighbouring threads read neighbouring columns when stride_w is 1) and writes gx once.
 #include "cuda_kernel_utils.cuh"
+#include "direct_tile_launch.cuh"
 #include "implicit_gemm_launch.cuh"
 
 #include <ATen/ATen.h>
@@ -69,9 +70,9 @@ __global__ void __launch_bounds__(kThreads)
 }
 
 // The one place an input-gradient kernel is chosen: the implicit GEMM for layers with channels enough to
-// fill its tiles, else the direct kernel.
+// fill its tiles, else (stride 1) the forward's plane tiles over flipped weights, else the direct kernel.
 void launch_input_grad(const Corr2dProblem& p, const at::Tensor& gy, const at::Tensor& w, at::Tensor& gx) {
-  if (gemm::worth_a_gemm(p.C_per_group(), p.K_per_group() * p.R * p.S) && gemm::offsets_fit(p)) {
+  if (gemm::worth_a_gemm(p.C_per_group(), p.K_per_group() * p.R * p.S) && fits_32bit_offsets(p)) {
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, gy.scalar_type(), "corr2d_input_grad_gemm_cuda", [&] {
       auto g = gemm::input_grad_gemm<scalar_t>(p);
       g.src = gy.const_data_ptr<scalar_t>(), g.w = w.const_data_ptr<scalar_t>(), g.out = gx.mutable_data_ptr<scalar_t>();
@@ -83,6 +84,7 @@ void launch_input_grad(const Corr2dProblem& p, const at::Tensor& gy, const at::T
     });
     return;
   }
+  if (tile::launch_direct_tile_input_grad(p, gy, w, gx)) return;
   const auto tiles = tile_planes(p.H * p.W, p.N);
   const int64_t staged_bytes = p.K_per_group() * p.R * p.S * static_cast<int64_t>(gy.element_size());
   const bool stage = staged_bytes <= kMaxStagedBytes;

@@ -16,6 +16,7 @@
 // neighbouring warps take neighbouring taps of the same (k, c) and so share those reads in L1/L2.
 // The partials take chunks * outputs values in opmath precision.
 #include "cuda_kernel_utils.cuh"
+#include "direct_tile_launch.cuh"
 #include "implicit_gemm_launch.cuh"
 
 #include <ATen/ATen.h>
@@ -163,14 +164,43 @@ void launch_weight_gemm(const Corr2dProblem& p, const at::Tensor& gy, const at::
   launch_sum_chunks<scalar_t, acc_t>(partials, chunks, gw);
 }
 
+// Partials per tile and plane at most, in the tile path (memory: 4 bytes each for float).
+constexpr int64_t kMaxTilePartials = int64_t(1) << 27;
+
+// The weight gradient of a thin layer through the forward's plane tiles (direct_tile.cuh): partials of
+// each (image, tile), then launch_sum_chunks. False (nothing launched) when the tiles do not apply.
+bool launch_tile_weight_grad(const Corr2dProblem& p, const at::Tensor& gy, const at::Tensor& x, at::Tensor& gw) {
+  if (p.P * p.Q < tile::kMinTilePixels || !fits_32bit_offsets(p)) return false;
+  const int tw = tile::tile_width(p.Q);
+  bool launched = false;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, gy.scalar_type(), "corr2d_tile_weight_grad_cuda", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    auto d = tile::direct_tile<scalar_t>(p, tw);
+    const int64_t chunks = p.N * d.tiles, outputs = gw.numel();
+    if (!tile::fits_in_shared(d, sizeof(acc_t)) || chunks * outputs > kMaxTilePartials) return;
+    auto partials = at::empty({chunks * outputs}, gy.options().dtype(compute_dtype(gy.scalar_type())));
+    d.x = x.const_data_ptr<scalar_t>();
+    const dim3 grid(grid_x(d.tiles), folded_grid_y(p.N * p.K));
+    auto kernel = tw == 32 ? tile::direct_tile_weight_grad_kernel<scalar_t, acc_t, 32>
+                           : tile::direct_tile_weight_grad_kernel<scalar_t, acc_t, 64>;
+    kernel<<<grid, tile::kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(d, gy.const_data_ptr<scalar_t>(),
+                                                                           partials.mutable_data_ptr<acc_t>());
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    launch_sum_chunks<scalar_t, acc_t>(partials, chunks, gw);
+    launched = true;
+  });
+  return launched;
+}
+
 // The one place a weight-gradient kernel is chosen: the implicit GEMM for layers with channels enough to
-// fill its tiles, else a warp per (output, chunk).
+// fill its tiles, else plane tiles for thin layers on large planes, else a warp per (output, chunk).
 void launch_weight_grad(const Corr2dProblem& p, const at::Tensor& gy, const at::Tensor& x, at::Tensor& gw) {
-  if (gemm::worth_a_gemm(p.K_per_group(), p.C_per_group() * p.R * p.S) && gemm::offsets_fit(p)) {
+  if (gemm::worth_a_gemm(p.K_per_group(), p.C_per_group() * p.R * p.S) && fits_32bit_offsets(p)) {
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, gy.scalar_type(), "corr2d_weight_grad_gemm_cuda",
                                     [&] { launch_weight_gemm<scalar_t>(p, gy, x, gw); });
     return;
   }
+  if (launch_tile_weight_grad(p, gy, x, gw)) return;
   const int64_t outputs = gw.numel();
   const auto split = chunking(outputs, p.N * p.P * p.Q);
   auto partials = at::empty({split.chunks * outputs}, gy.options().dtype(compute_dtype(gy.scalar_type())));

@@ -29,6 +29,16 @@ constexpr int64_t kMaxStagedBytes = 16 * 1024;
 
 inline int64_t div_up(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
+// Whether the offsets the tiled kernels (implicit_gemm.cuh, direct_tile.cuh) keep in 32 bits fit: inside an
+// image, along the GEMM rows and in the weights; and whether their grids do (groups in gridDim.z, column
+// tiles in gridDim.y). Problems that do not fit take the direct kernels, whose indices are all 64-bit.
+inline bool fits_32bit_offsets(const Corr2dProblem& p) {
+  constexpr int64_t limit = int64_t(1) << 31, max_columns = 4000000;
+  return p.C * p.H * p.W < limit && p.K * p.P * p.Q < limit && p.N * p.P * p.Q < limit && p.N * p.H * p.W < limit &&
+         p.K * p.C_per_group() * p.R * p.S < limit && p.groups <= 65535 && p.K_per_group() <= max_columns &&
+         p.C_per_group() <= max_columns;
+}
+
 inline unsigned int grid_x(int64_t blocks) {
   TORCH_CHECK(blocks >= 1 && blocks <= INT_MAX, "torchcorr: ", blocks, " blocks do not fit in a CUDA grid");
   return static_cast<unsigned int>(blocks);

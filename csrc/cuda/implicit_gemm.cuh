@@ -331,22 +331,12 @@ namespace torchcorr::cuda::gemm {
 
 // ---- host side: the sizes of each launch, from a problem with Corr2dProblem's fields ----
 
-constexpr int64_t kInt32Limit = int64_t(1) << 31;
-constexpr int64_t kMaxColumns = 4000000;  // column tiles stay within gridDim.y
 // Weight gradient: chunks until about this many blocks run (a constant, so that the summation order, and
 // so every bit of the result, is the same on every GPU), each of at least kMinChunkTerms terms.
 constexpr int64_t kWeightGemmBlocks = 1056;
 constexpr int64_t kMinChunkTerms = 512;
 
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
-
-// Whether every offset the kernels keep in 32 bits fits, and the grid does.
-template <typename Problem>
-bool offsets_fit(const Problem& p) {
-  return p.C * p.H * p.W < kInt32Limit && p.K * p.P * p.Q < kInt32Limit && p.N * p.P * p.Q < kInt32Limit &&
-         p.N * p.H * p.W < kInt32Limit && p.K * p.C_per_group() * p.R * p.S < kInt32Limit && p.groups <= 65535 &&
-         p.K_per_group() <= kMaxColumns && p.C_per_group() <= kMaxColumns;
-}
 
 template <typename Problem>
 TapRule forward_taps(const Problem& p) {

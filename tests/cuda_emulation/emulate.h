@@ -6,6 +6,7 @@
 
 #include <barrier>
 #include <functional>
+#include <memory>
 #include <thread>
 #include <vector>
 
@@ -29,25 +30,31 @@ inline std::barrier<>* block_barrier = nullptr;
 
 inline void __syncthreads() { block_barrier->arrive_and_wait(); }
 
-// kernel<<<grid, block>>>(args...), blocks in order.
+// kernel<<<grid, block>>>(args...): the block's threads are made once and run the blocks in order.
 template <typename... Params, typename... Args>
 void launch(void (*kernel)(Params...), dim3 grid, dim3 block, Args&&... args) {
   gridDim = grid, blockDim = block;
   const unsigned threads = block.x * block.y * block.z;
-  for (unsigned bz = 0; bz < grid.z; ++bz)
-    for (unsigned by = 0; by < grid.y; ++by)
-      for (unsigned bx = 0; bx < grid.x; ++bx) {
-        std::barrier<> barrier(threads);
-        block_barrier = &barrier;
-        std::vector<std::thread> pool;
-        for (unsigned t = 0; t < threads; ++t) {
-          pool.emplace_back([&, t] {
+  std::unique_ptr<std::barrier<>> barrier = std::make_unique<std::barrier<>>(threads);
+  block_barrier = barrier.get();
+  // Between blocks: a fresh block barrier (threads that returned early dropped out of the old one).
+  std::barrier next_block(threads, [&]() noexcept {
+    barrier = std::make_unique<std::barrier<>>(threads);
+    block_barrier = barrier.get();
+  });
+  std::vector<std::thread> pool;
+  for (unsigned t = 0; t < threads; ++t) {
+    pool.emplace_back([&, t] {
+      threadIdx = dim3(t % block.x, (t / block.x) % block.y, t / (block.x * block.y));
+      for (unsigned bz = 0; bz < grid.z; ++bz)
+        for (unsigned by = 0; by < grid.y; ++by)
+          for (unsigned bx = 0; bx < grid.x; ++bx) {
             blockIdx = dim3(bx, by, bz);
-            threadIdx = dim3(t % block.x, (t / block.x) % block.y, t / (block.x * block.y));
             kernel(args...);
-            barrier.arrive_and_drop();  // a thread that returned early must not hold the others at a barrier
-          });
-        }
-        for (auto& thread : pool) thread.join();
-      }
+            block_barrier->arrive_and_drop();  // a returned thread must not hold the others at a barrier
+            next_block.arrive_and_wait();
+          }
+    });
+  }
+  for (auto& thread : pool) thread.join();
 }

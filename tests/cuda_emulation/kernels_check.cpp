@@ -1,10 +1,15 @@
-// csrc/cuda/implicit_gemm.cuh run on the CPU (emulate.h) against a float64 loop nest: forward, input and
-// weight gradient, every tile shape, float and double, on random problems (padding, stride, dilation,
-// groups, ragged tiles). Prints one line per failure and the worst relative error; exits 1 on a mismatch.
+// The ATen-free CUDA kernels run on the CPU (emulate.h) against a float64 loop nest, float and double, on
+// random problems (padding, stride, dilation, groups, ragged tiles):
+//   implicit_gemm.cuh: forward, input and weight gradient, every tile shape;
+//   direct_tile.cuh: the forward and weight gradient of thin layers, both tile widths, and the input
+//   gradient of stride-1 layers as the launcher computes it (a forward over grad_output with flipped,
+//   transposed weights).
+// Prints one line per failure and the worst relative error; exits 1 on a mismatch.
 //
-//   g++ -std=c++20 -O1 -pthread -I. tests/cuda_emulation/implicit_gemm_check.cpp -o check && ./check [problems]
+//   g++ -std=c++20 -O1 -pthread tests/cuda_emulation/kernels_check.cpp -o check && ./check [problems]
 #include "emulate.h"
 
+#include "../../csrc/cuda/direct_tile.cuh"
 #include "../../csrc/cuda/implicit_gemm.cuh"
 
 #include <cmath>
@@ -112,7 +117,57 @@ std::vector<double> run_weight(const Problem& p, const std::vector<T>& gy, const
   return gw;
 }
 
-int failures = 0;
+template <typename T, int TW>
+std::vector<double> run_tile(const Problem& p, const std::vector<T>& x, const std::vector<T>& w, const T* bias) {
+  auto d = torchcorr::cuda::tile::direct_tile<T>(p, TW);
+  if (!torchcorr::cuda::tile::fits_in_shared(d, sizeof(T))) return {};
+  std::vector<T> y(p.N * p.K * p.P * p.Q, T(NAN));
+  d.x = x.data(), d.w = w.data(), d.bias = bias, d.y = y.data();
+  launch(torchcorr::cuda::tile::direct_tile_kernel<T, T, TW>, dim3(d.tiles, std::min<int64_t>(p.N * p.K, 5)),
+         dim3(torchcorr::cuda::tile::kThreads), d);
+  return std::vector<double>(y.begin(), y.end());
+}
+
+template <typename T, int TW>
+std::vector<double> run_tile_weight_grad(const Problem& p, const std::vector<T>& x, const std::vector<T>& gy) {
+  auto d = torchcorr::cuda::tile::direct_tile<T>(p, TW);
+  if (!torchcorr::cuda::tile::fits_in_shared(d, sizeof(T))) return {};
+  const int64_t chunks = p.N * d.tiles, outputs = p.K * p.C_per_group() * p.R * p.S;
+  std::vector<T> partials(chunks * outputs, T(NAN));
+  d.x = x.data();
+  launch(torchcorr::cuda::tile::direct_tile_weight_grad_kernel<T, T, TW>,
+         dim3(d.tiles, std::min<int64_t>(p.N * p.K, 5)), dim3(torchcorr::cuda::tile::kThreads), d, gy.data(),
+         partials.data());
+  std::vector<double> gw(outputs, 0.0);
+  for (int64_t c = 0; c < chunks; ++c)
+    for (int64_t o = 0; o < outputs; ++o) gw[o] += partials[c * outputs + o];
+  return gw;
+}
+
+// The input gradient of a stride-1 problem as the forward of `flipped` over grad_output: channels swapped,
+// padding dilation*(kernel-1) - pad, weights w'[g*Cg + c][k][r][s] = w[g*Kg + k][c][R-1-r][S-1-s].
+Problem flipped(const Problem& p) {
+  Problem f = p;
+  f.C = p.K, f.H = p.P, f.W = p.Q, f.K = p.C, f.P = p.H, f.Q = p.W;
+  f.pad_h = p.dilation_h * (p.R - 1) - p.pad_h, f.pad_w = p.dilation_w * (p.S - 1) - p.pad_w;
+  return f;
+}
+
+template <typename T>
+std::vector<T> flipped_weights(const Problem& p, const std::vector<T>& w) {
+  const int64_t Cg = p.C_per_group(), Kg = p.K_per_group();
+  std::vector<T> out(w.size());
+  for (int64_t g = 0; g < p.groups; ++g)
+    for (int64_t k = 0; k < Kg; ++k)
+      for (int64_t c = 0; c < Cg; ++c)
+        for (int64_t r = 0; r < p.R; ++r)
+          for (int64_t s = 0; s < p.S; ++s)
+            out[(((g * Cg + c) * Kg + k) * p.R + r) * p.S + s] =
+                w[(((g * Kg + k) * Cg + c) * p.R + (p.R - 1 - r)) * p.S + (p.S - 1 - s)];
+  return out;
+}
+
+int failures = 0, tile_input_grads = 0;
 double worst = 0;
 
 void check(const char* what, const std::string& problem, const std::vector<double>& want,
@@ -122,6 +177,25 @@ void check(const char* what, const std::string& problem, const std::vector<doubl
   if (!(error <= tolerance)) {
     ++failures;
     std::printf("FAIL %s on %s: relative error %g\n", what, problem.c_str(), error);
+  }
+}
+
+template <typename T>
+void check_tiles(const Problem& p, const Reference& ref, const std::vector<T>& xt, const std::vector<T>& wt,
+                 const std::vector<T>& bt, const std::vector<T>& gyt, const char* name, double tolerance) {
+  for (const auto& [what, y] : {std::pair{"tile forward TW=32", run_tile<T, 32>(p, xt, wt, bt.data())},
+                                std::pair{"tile forward TW=64", run_tile<T, 64>(p, xt, wt, bt.data())}}) {
+    if (!y.empty()) check(what, name, ref.y, y, tolerance);
+  }
+  for (const auto& [what, gw] : {std::pair{"tile weight grad TW=32", run_tile_weight_grad<T, 32>(p, xt, gyt)},
+                                 std::pair{"tile weight grad TW=64", run_tile_weight_grad<T, 64>(p, xt, gyt)}}) {
+    if (!gw.empty()) check(what, name, ref.gw, gw, tolerance);
+  }
+  const Problem f = flipped(p);
+  if (p.stride_h == 1 && p.stride_w == 1 && f.pad_h >= 0 && f.pad_w >= 0) {
+    const auto gx = run_tile<T, 32>(f, gyt, flipped_weights(p, wt), nullptr);
+    if (!gx.empty()) check("tile input grad", name, ref.gx, gx, tolerance);
+    ++tile_input_grads;
   }
 }
 
@@ -153,6 +227,7 @@ void check_problem(const Problem& p, std::mt19937& rng, double tolerance) {
   }
   check("weight grad 64x128", name, ref.gw, run_weight<T, 64, 128>(p, gyt, xt), tolerance);
   check("weight grad 128x64", name, ref.gw, run_weight<T, 128, 64>(p, gyt, xt), tolerance);
+  check_tiles<T>(p, ref, xt, wt, bt, gyt, name, tolerance);
 }
 
 int main(int argc, char** argv) {
@@ -164,9 +239,21 @@ int main(int argc, char** argv) {
     if (i % 2) check_problem<double>(p, rng, 1e-12);
     else check_problem<float>(p, rng, 1e-5);
   }
+  // Thin layers for the tiles: single channel, depthwise, few channels; stride 1 for the input gradient.
+  for (int i = 0; i < problems; ++i) {
+    Problem p = random_problem(rng);
+    const int64_t groups = i % 3 == 0 ? 1 + i % 4 : 1;
+    p.groups = groups, p.C = groups * (1 + i % 3), p.K = groups * (1 + (i / 2) % 3), p.stride_h = p.stride_w = 1 + (i % 4 == 3);
+    p.H += 6, p.W += 20 + 10 * (i % 5);
+    p.P = (p.H + 2 * p.pad_h - p.dilation_h * (p.R - 1) - 1) / p.stride_h + 1;
+    p.Q = (p.W + 2 * p.pad_w - p.dilation_w * (p.S - 1) - 1) / p.stride_w + 1;
+    if (i % 2) check_problem<double>(p, rng, 1e-12);
+    else check_problem<float>(p, rng, 1e-5);
+  }
   // Many reduction chunks: a long weight-gradient sum cut into several chunks, with a ragged last one.
   Problem long_sum{3, 4, 37, 29, 5, 3, 3, 37, 29, 1, 1, 1, 1, 1, 1, 1};
   check_problem<double>(long_sum, rng, 1e-12);
-  std::printf("implicit GEMM emulation: %d failures, worst relative error %.3g\n", failures, worst);
+  std::printf("CUDA kernel emulation: %d failures (%d tile input gradients), worst relative error %.3g\n",
+              failures, tile_input_grads, worst);
   return failures ? 1 : 0;
 }
