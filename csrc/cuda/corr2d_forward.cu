@@ -6,6 +6,8 @@
 // with taps that land in the zero padding skipped; sums run in (c, r, s) order in opmath precision
 // (float for float16/bfloat16).
 //
+// Layers with many channels take the implicit GEMM (implicit_gemm.cuh), thin layers on large planes the
+// plane tiles (direct_tile.cuh); launch_forward chooses. The kernel below serves the rest.
 // Work split: one thread per output element. A block is a tile of pixels of one output plane (x)
 // times a few images (y), all for the same output channel k; blockIdx.x walks the tiles of a plane,
 // blockIdx.y the (image tile, k) pairs, folded into a loop past 65535.

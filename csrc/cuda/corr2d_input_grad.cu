@@ -6,6 +6,8 @@
 // (a tap reaches (h, v) only when h + ph - r*dh is a multiple of the stride: output_reading).
 // Sums run in (r, s, k) order in opmath precision (float for float16/bfloat16).
 //
+// Layers with many channels take the implicit GEMM (implicit_gemm.cuh), thin layers on large planes the
+// plane tiles (direct_tile.cuh); launch_input_grad chooses. The kernel below serves the rest.
 // Work split: one thread per input element; each owns its sum, so there is no scatter and no atomic.
 // A block is a tile of pixels of one input plane (x) times a few images (y), all for the same input
 // channel; blockIdx.x walks the tiles of a plane, blockIdx.y the (image tile, channel) pairs, folded into

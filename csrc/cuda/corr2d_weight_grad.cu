@@ -5,11 +5,14 @@
 //   for k:                gb[k]       = sum_{n,p,q} gy[n,k,p,q]
 // with taps that land in the zero padding skipped, in opmath precision (float for float16/bfloat16).
 //
+// Layers with many channels take the implicit GEMM (implicit_gemm.cuh), thin layers on large planes the
+// plane tiles (direct_tile.cuh); launch_weight_grad chooses. The kernels below serve the rest.
 // Work split: the N*P*Q terms of every sum are cut into `chunks` equal runs of consecutive (n, p, q);
 // the number of chunks depends only on the sizes (reduction_chunks), never on the device. One warp
 // reduces one (output, chunk): lane i takes terms i, i+32, ... of its chunk in order, then the lanes
 // are added by a fixed shuffle tree (warp_sum) into a float/double partials buffer. A second kernel
-// adds each output's chunk partials the same way, warp by warp, and rounds to the result dtype.
+// adds each output's chunk partials in a fixed order and rounds to the result dtype (launch_sum_chunks,
+// which every weight-gradient path shares).
 // There are no atomics anywhere, so every run, stream and GPU gives the same bits, and
 // torch.use_deterministic_algorithms(True) has nothing to object to.
 // Memory: each warp reads its chunk of one gy plane (and of one x plane for gw), coalesced along q;
