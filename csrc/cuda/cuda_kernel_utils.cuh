@@ -23,8 +23,8 @@ namespace torchcorr::cuda {
 constexpr int kThreads = 256;    // threads per block, every kernel
 constexpr int kWarp = 32;
 constexpr int64_t kMaxGridY = 65535;
-// Weights a block stages in shared memory at most; larger sets are read from global memory.
-// 16 KiB lets 8 blocks of 256 threads share one SM on sm_80 and sm_90.
+// Weights a block of the direct kernels stages in shared memory at most; larger sets are read from global
+// memory. (Their registers, 72-80 per thread, allow 3 blocks of 256 threads per SM anyway.)
 constexpr int64_t kMaxStagedBytes = 16 * 1024;
 
 inline int64_t div_up(int64_t a, int64_t b) { return (a + b - 1) / b; }
@@ -33,7 +33,8 @@ inline int64_t div_up(int64_t a, int64_t b) { return (a + b - 1) / b; }
 // image, along the GEMM rows and in the weights; and whether their grids do (groups in gridDim.z, column
 // tiles in gridDim.y). Problems that do not fit take the direct kernels, whose indices are all 64-bit.
 inline bool fits_32bit_offsets(const Corr2dProblem& p) {
-  constexpr int64_t limit = int64_t(1) << 31, max_columns = 4000000;
+  // (a tile's worth below 2^31, so that the last tile's first index fits too)
+  constexpr int64_t limit = (int64_t(1) << 31) - 1024, max_columns = 4000000;
   return p.C * p.H * p.W < limit && p.K * p.P * p.Q < limit && p.N * p.P * p.Q < limit && p.N * p.H * p.W < limit &&
          p.K * p.C_per_group() * p.R * p.S < limit && p.groups <= 65535 && p.K_per_group() <= max_columns &&
          p.C_per_group() <= max_columns;
