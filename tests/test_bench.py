@@ -110,6 +110,26 @@ def test_model_benchmark_checks_parity_then_times_models_and_layer_classes(bench
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
 
 
+def test_model_benchmark_times_steps_under_autocast_and_checks_parity_in_float64(bench_models, tmp_path,
+                                                                                 monkeypatch):
+    dtypes = set()
+    real = torchcorr.nn.Corr2d.forward
+
+    def recording(self, x):
+        y = real(self, x)
+        dtypes.add(y.dtype)
+        return y
+
+    monkeypatch.setattr(torchcorr.nn.Corr2d, "forward", recording)
+    report = bench_models.main(["--models", "squeezenet1_1", "--batch", "1", "--size", "64", "--parity-batch", "1",
+                                "--min-run-time", "0.01", "--no-layers", "--autocast", "bfloat16",
+                                "--out", str(tmp_path / "models.json"), "--plot", str(tmp_path / "models.png")])
+    assert report["device"] == "cpu" and report["precision"] == "bfloat16"
+    assert dtypes == {torch.float64, torch.bfloat16}  # the parity check, then the timed steps
+    (row,) = report["models"]
+    assert row["parity error"] < 1e-8 and row["speedup training"] > 0 and row["speedup inference"] > 0
+
+
 def test_model_that_computes_differently_aborts_before_timing(bench_models, tmp_path, monkeypatch):
     real = torchcorr.nn.Corr2d.forward
     monkeypatch.setattr(torchcorr.nn.Corr2d, "forward", lambda self, x: real(self, x) * 1.001)
