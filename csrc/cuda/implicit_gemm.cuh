@@ -86,6 +86,7 @@ struct TapRule {
   int sign;            // +1: the tap adds r*dh to the row (forward); -1: it subtracts it (input gradient)
 };
 
+// (A template, so that each .cu file that includes this header may instantiate it.)
 template <bool kUnused = true>
 __global__ void tap_table_kernel(Tap* taps, const TapRule rule) {
   const int j = blockIdx.x * blockDim.x + threadIdx.x;
