@@ -35,10 +35,8 @@ struct DirectTile {
   int window_h, window_w;     // the staged input window of one tile
 };
 
-template <int TW>
-struct TileGeometry {
-  static constexpr int kTileH = kThreads / TW * kRowsPerThread;
-};
+// Output rows of a tile TW columns wide: 4 rows for each of the block's kThreads / TW rows of threads.
+constexpr int tile_height(int TW) { return kThreads / TW * kRowsPerThread; }
 
 // window[i] = the input value at (h0 + i / window_w, v0 + i % window_w) of one channel plane, zero outside it.
 template <typename scalar_t, typename acc_t>
@@ -55,9 +53,8 @@ __global__ void __launch_bounds__(kThreads) direct_tile_kernel(const DirectTile<
   __shared__ acc_t staged[kSharedBytes / sizeof(acc_t)];
   acc_t* window = staged;
   acc_t* weights = staged + d.window_h * d.window_w;
-  constexpr int kTileH = TileGeometry<TW>::kTileH;
   const int tile = blockIdx.x, tile_row = tile / d.tiles_w, tile_col = tile % d.tiles_w;
-  const int p0 = tile_row * kTileH, q0 = tile_col * TW;
+  const int p0 = tile_row * tile_height(TW), q0 = tile_col * TW;
   const int col = threadIdx.x % TW, row = (threadIdx.x / TW) * kRowsPerThread;
   const int h0 = p0 * d.stride_h - d.pad_h, v0 = q0 * d.stride_w - d.pad_w;  // the window's corner
   const int taps = d.Cg * d.R * d.S;
@@ -114,8 +111,7 @@ __global__ void __launch_bounds__(kThreads)
   __shared__ acc_t window[kSharedBytes / sizeof(acc_t)];
   __shared__ acc_t products[kTapsPerPass][kThreads];
   __shared__ acc_t lanes[kTapsPerPass][32];
-  constexpr int kTileH = TileGeometry<TW>::kTileH;
-  const int tile = blockIdx.x, p0 = (tile / d.tiles_w) * kTileH, q0 = (tile % d.tiles_w) * TW;
+  const int tile = blockIdx.x, p0 = (tile / d.tiles_w) * tile_height(TW), q0 = (tile % d.tiles_w) * TW;
   const int col = threadIdx.x % TW, row = (threadIdx.x / TW) * kRowsPerThread;
   const int h0 = p0 * d.stride_h - d.pad_h, v0 = q0 * d.stride_w - d.pad_w;
   const int taps = d.R * d.S;
@@ -185,7 +181,7 @@ DirectTile<scalar_t> direct_tile(const Problem& p, int TW) {
   d.P = int(p.P), d.Q = int(p.Q), d.Cg = int(p.C_per_group()), d.Kg = int(p.K_per_group());
   d.stride_h = int(p.stride_h), d.stride_w = int(p.stride_w), d.pad_h = int(p.pad_h), d.pad_w = int(p.pad_w);
   d.dilation_h = int(p.dilation_h), d.dilation_w = int(p.dilation_w);
-  const int tile_h = kThreads / TW * kRowsPerThread;
+  const int tile_h = tile_height(TW);
   d.tiles_w = int((p.Q + TW - 1) / TW);
   d.tiles = d.tiles_w * int((p.P + tile_h - 1) / tile_h);
   d.window_h = (tile_h - 1) * d.stride_h + (d.R - 1) * d.dilation_h + 1;
