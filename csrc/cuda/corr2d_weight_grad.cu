@@ -162,6 +162,15 @@ void launch_weight_gemm(const Corr2dProblem& p, const at::Tensor& gy, const at::
                                      : gemm::weight_gemm_kernel<scalar_t, acc_t, 64, 128>)
                          : (bn == 64 ? gemm::weight_gemm_kernel<scalar_t, acc_t, 128, 64>
                                      : gemm::weight_gemm_kernel<scalar_t, acc_t, 128, 128>);
+  if constexpr (gemm::is_16bit_float<scalar_t>) {  // tensor cores
+    constexpr bool kBF16 = std::is_same_v<scalar_t, at::BFloat16>;
+    if (gemm::has_16bit_mma()) {
+      kernel = bm == 64 ? (bn == 64 ? gemm::weight_mma_kernel<scalar_t, 64, 64, kBF16>
+                                    : gemm::weight_mma_kernel<scalar_t, 64, 128, kBF16>)
+                        : (bn == 64 ? gemm::weight_mma_kernel<scalar_t, 128, 64, kBF16>
+                                    : gemm::weight_mma_kernel<scalar_t, 128, 128, kBF16>);
+    }
+  }
   kernel<<<grid, kThreads, 0, stream>>>(g);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   launch_sum_chunks<scalar_t, acc_t>(partials, chunks, gw);

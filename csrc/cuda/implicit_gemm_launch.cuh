@@ -1,11 +1,15 @@
-// Launching the implicit GEMM kernels of implicit_gemm.cuh from ATen tensors: the tap table, the tile shape
-// and the grid. The kernels themselves need no ATen, so tests/cuda_emulation can run them on a CPU.
+// Launching the implicit GEMM kernels of implicit_gemm.cuh and implicit_gemm_mma.cuh from ATen tensors: the
+// tap table, the kernel family (tensor cores for float16/bfloat16 on sm_80+), the tile shape and the grid.
+// The kernels themselves need no ATen, so tests/cuda_emulation can run them on a CPU.
 #pragma once
 
 #include "cuda_kernel_utils.cuh"
 #include "implicit_gemm.cuh"
+#include "implicit_gemm_mma.cuh"
 
 #include <ATen/ATen.h>
+
+#include <type_traits>
 
 namespace torchcorr::cuda::gemm {
 
@@ -20,6 +24,16 @@ inline bool worth_a_gemm(int64_t columns, int64_t reduction) {
 
 // Tile width for `columns` output columns: 64 wastes less on layers of up to 64 channels.
 inline int column_tile(int64_t columns) { return columns <= 64 ? 64 : 128; }
+
+template <typename scalar_t>
+constexpr bool is_16bit_float = std::is_same_v<scalar_t, at::Half> || std::is_same_v<scalar_t, at::BFloat16>;
+
+// Whether the current GPU's tensor cores multiply float16/bfloat16 as mma.m16n8k16 (compute capability 8.0+).
+inline bool has_16bit_mma() {
+  int major = 0;
+  C10_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, c10::cuda::current_device()));
+  return major >= 8;
+}
 
 // The tap table of a launch, filled on the device (no host-to-device copy).
 inline at::Tensor tap_table(const TapRule& rule, const at::TensorOptions& options, cudaStream_t stream) {
@@ -42,6 +56,12 @@ void launch_plane_gemm(PlaneGemm<scalar_t> g, const TapRule& rule, int64_t group
                   static_cast<unsigned>(groups));
   auto kernel = bn == 64 ? plane_gemm_kernel<scalar_t, acc_t, 128, 64, kExact>
                          : plane_gemm_kernel<scalar_t, acc_t, 128, 128, kExact>;
+  if constexpr (is_16bit_float<scalar_t>) {
+    constexpr bool kBF16 = std::is_same_v<scalar_t, at::BFloat16>;
+    if (has_16bit_mma()) {
+      kernel = bn == 64 ? plane_mma_kernel<scalar_t, 64, kExact, kBF16> : plane_mma_kernel<scalar_t, 128, kExact, kBF16>;
+    }
+  }
   kernel<<<grid, kThreads, 0, stream>>>(g);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }

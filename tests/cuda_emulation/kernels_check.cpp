@@ -1,6 +1,7 @@
 // The ATen-free CUDA kernels run on the CPU (emulate.h) against a float64 loop nest, float and double, on
 // random problems (padding, stride, dilation, groups, ragged tiles):
 //   implicit_gemm.cuh: forward, input and weight gradient, every tile shape;
+//   implicit_gemm_mma.cuh: the same three products on (emulated) tensor cores, bfloat16 and float16;
 //   direct_tile.cuh: the forward and weight gradient of thin layers, both tile widths, and the input
 //   gradient of stride-1 layers as the launcher computes it (a forward over grad_output with flipped,
 //   transposed weights).
@@ -11,14 +12,49 @@
 
 #include "../../csrc/cuda/direct_tile.cuh"
 #include "../../csrc/cuda/implicit_gemm.cuh"
+#include "../../csrc/cuda/implicit_gemm_mma.cuh"
 
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <cstdlib>
 #include <random>
 #include <string>
 
 using namespace torchcorr::cuda::gemm;
+
+// 16-bit floats as the kernels see them (c10::BFloat16, c10::Half): bits, converted with round-to-nearest-even.
+struct BFloat16 {
+  uint16_t bits;
+  BFloat16() = default;
+  explicit BFloat16(float f) {
+    uint32_t word;
+    std::memcpy(&word, &f, 4);
+    bits = std::isnan(f) ? 0x7fc0 : uint16_t((word + 0x7fff + ((word >> 16) & 1)) >> 16);
+  }
+  explicit BFloat16(double f) : BFloat16(static_cast<float>(f)) {}
+  explicit operator float() const { return float_of_bits<true>(bits); }
+  explicit operator double() const { return float_of_bits<true>(bits); }
+};
+
+struct Half {
+  uint16_t bits;
+  Half() = default;
+  explicit Half(float f) {
+    const _Float16 h = static_cast<_Float16>(f);
+    std::memcpy(&bits, &h, 2);
+  }
+  explicit Half(double f) : Half(static_cast<float>(f)) {}
+  explicit operator float() const { return float_of_bits<false>(bits); }
+  explicit operator double() const { return float_of_bits<false>(bits); }
+};
+
+template <typename T>
+std::vector<double> to_double(const std::vector<T>& v) {
+  std::vector<double> out(v.size());
+  for (size_t i = 0; i < v.size(); ++i) out[i] = static_cast<double>(v[i]);
+  return out;
+}
 
 struct Problem {  // Corr2dProblem's fields, without ATen
   int64_t N, C, H, W, K, R, S, P, Q, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, groups;
@@ -73,7 +109,9 @@ Reference reference(const Problem& p, const std::vector<double>& x, const std::v
 
 template <typename T>
 std::vector<T> cast(const std::vector<double>& v) {
-  return std::vector<T>(v.begin(), v.end());
+  std::vector<T> out(v.size());
+  for (size_t i = 0; i < v.size(); ++i) out[i] = static_cast<T>(v[i]);
+  return out;
 }
 
 double relative_error(const std::vector<double>& want, const std::vector<double>& got) {
@@ -100,6 +138,32 @@ std::vector<double> run_plane(PlaneGemm<T> g, const Problem& p, const TapRule& r
   launch(plane_gemm_kernel<T, T, 128, BN, kExact>, dim3(ceil_div(g.rows, 128), ceil_div(g.cols, BN), p.groups),
          dim3(kThreads), g);
   return std::vector<double>(out.begin(), out.end());
+}
+
+template <typename T, int BN, bool kExact>
+std::vector<double> run_plane_mma(PlaneGemm<T> g, const Problem& p, const TapRule& rule, const std::vector<T>& src,
+                                  const std::vector<T>& w, const T* bias, size_t out_size) {
+  const auto taps = tap_table(rule);
+  std::vector<T> out(out_size, T(NAN));
+  g.src = src.data(), g.w = w.data(), g.bias = bias, g.out = out.data(), g.taps = taps.data();
+  launch(plane_mma_kernel<T, BN, kExact, std::is_same_v<T, BFloat16>>,
+         dim3(ceil_div(g.rows, 128), ceil_div(g.cols, BN), p.groups), dim3(kThreads), g);
+  return to_double(out);
+}
+
+template <typename T, int BM, int BN>
+std::vector<double> run_weight_mma(const Problem& p, const std::vector<T>& gy, const std::vector<T>& x) {
+  auto g = weight_gemm<T, float>(p, BM, BN);
+  const auto taps = tap_table(forward_taps(p));
+  const int64_t chunks = ceil_div(g.terms, g.chunk_terms), outputs = p.K * g.J;
+  std::vector<float> partials(chunks * outputs, NAN);
+  g.gy = gy.data(), g.x = x.data(), g.partials = partials.data(), g.taps = taps.data();
+  launch(weight_mma_kernel<T, BM, BN, std::is_same_v<T, BFloat16>>,
+         dim3(ceil_div(g.Kg, BM) * g.col_tiles, chunks, p.groups), dim3(kThreads), g);
+  std::vector<double> gw(outputs, 0.0);
+  for (int64_t c = 0; c < chunks; ++c)
+    for (int64_t o = 0; o < outputs; ++o) gw[o] += partials[c * outputs + o];
+  return gw;
 }
 
 template <typename T, int BM, int BN>
@@ -230,6 +294,39 @@ void check_problem(const Problem& p, std::mt19937& rng, double tolerance) {
   check_tiles<T>(p, ref, xt, wt, bt, gyt, name, tolerance);
 }
 
+// The tensor-core kernels in a 16-bit type T: float32 sums of exact products, outputs rounded to T (hence
+// `tolerance`), weight-gradient partials kept in float32.
+template <typename T>
+void check_problem_mma(const Problem& p, std::mt19937& rng, double tolerance) {
+  std::normal_distribution<double> normal;
+  auto randn = [&](int64_t size) {
+    std::vector<double> v(size);
+    for (auto& e : v) e = static_cast<double>(static_cast<T>(normal(rng)));
+    return v;
+  };
+  const auto x = randn(p.N * p.C * p.H * p.W), w = randn(p.K * p.C_per_group() * p.R * p.S), b = randn(p.K);
+  const auto gy = randn(p.N * p.K * p.P * p.Q);
+  const auto ref = reference(p, x, w, b, gy);
+  const auto xt = cast<T>(x), wt = cast<T>(w), bt = cast<T>(b), gyt = cast<T>(gy);
+  char name[256];
+  std::snprintf(name, sizeof name, "%s N%ld C%ld %ldx%ld K%ld %ldx%ld s%ld,%ld p%ld,%ld d%ld,%ld g%ld",
+                std::is_same_v<T, BFloat16> ? "bfloat16" : "float16", p.N, p.C, p.H, p.W, p.K, p.R, p.S,
+                p.stride_h, p.stride_w, p.pad_h, p.pad_w, p.dilation_h, p.dilation_w, p.groups);
+  const auto fwd = forward_gemm<T>(p), ig = input_grad_gemm<T>(p);
+  check("mma forward BN=64", name, ref.y, run_plane_mma<T, 64, false>(fwd, p, forward_taps(p), xt, wt, bt.data(), ref.y.size()), tolerance);
+  check("mma forward BN=128", name, ref.y, run_plane_mma<T, 128, false>(fwd, p, forward_taps(p), xt, wt, bt.data(), ref.y.size()), tolerance);
+  check("mma input grad BN=128 exact", name, ref.gx,
+        run_plane_mma<T, 128, true>(ig, p, input_grad_taps(p), gyt, wt, nullptr, ref.gx.size()), tolerance);
+  if (p.stride_h == 1 && p.stride_w == 1) {
+    check("mma input grad BN=64", name, ref.gx,
+          run_plane_mma<T, 64, false>(ig, p, input_grad_taps(p), gyt, wt, nullptr, ref.gx.size()), tolerance);
+  }
+  check("mma weight grad 64x64", name, ref.gw, run_weight_mma<T, 64, 64>(p, gyt, xt), 1e-5);
+  check("mma weight grad 64x128", name, ref.gw, run_weight_mma<T, 64, 128>(p, gyt, xt), 1e-5);
+  check("mma weight grad 128x64", name, ref.gw, run_weight_mma<T, 128, 64>(p, gyt, xt), 1e-5);
+  check("mma weight grad 128x128", name, ref.gw, run_weight_mma<T, 128, 128>(p, gyt, xt), 1e-5);
+}
+
 int main(int argc, char** argv) {
   const int problems = argc > 1 ? std::atoi(argv[1]) : 12;
   std::mt19937 rng(1234);
@@ -249,6 +346,13 @@ int main(int argc, char** argv) {
     p.Q = (p.W + 2 * p.pad_w - p.dilation_w * (p.S - 1) - 1) / p.stride_w + 1;
     if (i % 2) check_problem<double>(p, rng, 1e-12);
     else check_problem<float>(p, rng, 1e-5);
+  }
+  // Tensor cores: bfloat16 and float16, random problems with channels enough for a GEMM and a few without.
+  for (int i = 0; i < problems; ++i) {
+    const Problem p = random_problem(rng);
+    if (p.P < 1 || p.Q < 1) continue;
+    if (i % 2) check_problem_mma<BFloat16>(p, rng, 1e-2);
+    else check_problem_mma<Half>(p, rng, 3e-3);
   }
   // Many reduction chunks: a long weight-gradient sum cut into several chunks, with a ragged last one.
   Problem long_sum{3, 4, 37, 29, 5, 3, 3, 37, 29, 1, 1, 1, 1, 1, 1, 1};
