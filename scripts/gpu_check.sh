@@ -7,7 +7,8 @@
 #
 # Optional: MAX_JOBS (default: all cores), TORCH_CUDA_ARCH_LIST (default: the visible GPU's arch),
 # GPU_CHECK_BUDGET_S (default 600: seconds for everything after the build; each step gets what is left, up
-# to its cap), BENCH_ARGS (default --min-run-time 0.1), MODEL_ARGS (default --batch 32 --min-run-time 0.3).
+# to its cap), BENCH_ARGS (default --min-run-time 0.1), MODEL_ARGS (default --batch 32 --min-run-time 0.3),
+# MODEL_PRECISIONS (default "float32 bfloat16": the model runs, in this order; "" skips them).
 # Order: build, CUDA tests (spread over processes when pytest-xdist is installed), memcheck, the other native
 # tests, then the benchmark, so that a short budget cuts the timing rather than the checks.
 # Builds in place (torchcorr/_C*.so) and never installs anything. Logs go to bench/results/gpu_check/; the
@@ -99,7 +100,7 @@ rm -f bench/results/gpu.json
 # shellcheck disable=SC2086
 run_step bench 240 "$PYTHON" bench/bench_gpu.py ${BENCH_ARGS:---min-run-time 0.1}
 # Whole torchvision models (float64 parity first), float32 and under bfloat16 autocast.
-for precision in float32 bfloat16; do
+for precision in ${MODEL_PRECISIONS-float32 bfloat16}; do
   # shellcheck disable=SC2046,SC2086
   run_step "models_$precision" 150 "$PYTHON" bench/bench_models.py --device cuda --no-layers \
     ${MODEL_ARGS:---batch 32 --min-run-time 0.3} $([[ $precision == float32 ]] || echo --autocast $precision)
@@ -112,7 +113,7 @@ else
   echo "gpu_check: every step passed (logs in $LOGS)"
 fi
 echo
-for precision in float32 bfloat16; do
+for precision in ${MODEL_PRECISIONS-float32 bfloat16}; do
   grep -A 12 "^Whole models" "$LOGS/models_$precision.log" 2>/dev/null || true
 done
 [[ -f bench/results/gpu.json ]] && "$PYTHON" bench/bench_gpu.py --show bench/results/gpu.json

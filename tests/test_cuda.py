@@ -86,6 +86,9 @@ TILED_PATHS = {
     "gemm_strided_dilated_grouped": Problem(2, 64, 13, 12, 96, 3, 2, (2, 3), (2, 1), (2, 1), 2, True),
     "gemm_pointwise_many_chunks": Problem(16, 32, 30, 30, 32, 1, 1, (1, 1), (0, 0), (1, 1), 1, True),
     "gemm_wide_columns": Problem(2, 130, 5, 6, 140, 2, 2, (1, 1), (0, 1), (1, 1), 1, False),
+    # input gradients by stride phase: phases no tap reaches (zeros), a stride above the kernel size
+    "gemm_pointwise_stride2": Problem(2, 32, 15, 14, 48, 1, 1, (2, 2), (0, 0), (1, 1), 1, False),
+    "gemm_stride_above_kernel": Problem(2, 24, 17, 19, 40, 2, 3, (3, 4), (1, 0), (1, 1), 1, True),
     "tile_single_channel_wide": Problem(2, 1, 40, 70, 1, 3, 3, (1, 1), (1, 1), (1, 1), 1, True),
     "tile_depthwise_k5_strided": Problem(2, 6, 37, 33, 6, 5, 5, (2, 2), (2, 2), (1, 1), 6, True),
     "tile_few_channels_dilated": Problem(3, 4, 30, 29, 6, 3, 2, (1, 1), (0, 1), (2, 1), 2, False),

@@ -77,7 +77,7 @@ void launch_forward(const Corr2dProblem& p, const at::Tensor& x, const at::Tenso
       auto g = gemm::forward_gemm<scalar_t>(p);
       g.src = x.const_data_ptr<scalar_t>(), g.w = w.const_data_ptr<scalar_t>();
       g.bias = bias.defined() ? bias.const_data_ptr<scalar_t>() : nullptr, g.out = y.mutable_data_ptr<scalar_t>();
-      gemm::launch_plane_gemm<false>(g, gemm::forward_taps(p), p.groups, x);
+      gemm::launch_plane_gemm(g, gemm::forward_taps(p), p.groups, x);
     });
     return;
   }

@@ -6,8 +6,9 @@
 // (a tap reaches (h, v) only when h + ph - r*dh is a multiple of the stride: output_reading).
 // Sums run in (r, s, k) order in opmath precision (float for float16/bfloat16).
 //
-// Layers with many channels take the implicit GEMM (implicit_gemm.cuh), thin layers on large planes the
-// plane tiles (direct_tile.cuh); launch_input_grad chooses. The kernel below serves the rest.
+// Layers with many channels take the implicit GEMM (implicit_gemm.cuh; one per stride phase, tensor cores
+// for float16/bfloat16), thin layers on large planes the plane tiles (direct_tile.cuh); launch_input_grad
+// chooses. The kernel below serves the rest.
 // Work split: one thread per input element; each owns its sum, so there is no scatter and no atomic.
 // A block is a tile of pixels of one input plane (x) times a few images (y), all for the same input
 // channel; blockIdx.x walks the tiles of a plane, blockIdx.y the (image tile, channel) pairs, folded into
@@ -76,13 +77,11 @@ __global__ void __launch_bounds__(kThreads)
 void launch_input_grad(const Corr2dProblem& p, const at::Tensor& gy, const at::Tensor& w, at::Tensor& gx) {
   if (gemm::worth_a_gemm(p.C_per_group(), p.K_per_group() * p.R * p.S) && fits_32bit_offsets(p)) {
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, gy.scalar_type(), "corr2d_input_grad_gemm_cuda", [&] {
-      auto g = gemm::input_grad_gemm<scalar_t>(p);
-      g.src = gy.const_data_ptr<scalar_t>(), g.w = w.const_data_ptr<scalar_t>(), g.out = gx.mutable_data_ptr<scalar_t>();
-      if (p.stride_h > 1 || p.stride_w > 1) {
-        gemm::launch_plane_gemm<true>(g, gemm::input_grad_taps(p), p.groups, gy);
-      } else {
-        gemm::launch_plane_gemm<false>(g, gemm::input_grad_taps(p), p.groups, gy);
-      }
+      gemm::for_each_input_grad_phase<scalar_t>(p, [&](gemm::InputGradPhase<scalar_t> phase) {
+        auto& g = phase.gemm;
+        g.src = gy.const_data_ptr<scalar_t>(), g.w = w.const_data_ptr<scalar_t>(), g.out = gx.mutable_data_ptr<scalar_t>();
+        gemm::launch_plane_gemm(g, phase.taps, p.groups, gy);
+      });
     });
     return;
   }

@@ -4,8 +4,10 @@
 //   forward      y[n,k,p,q]  = sum_{j=(c,r,s)} x[n, g*Cg+c, p*sh-ph+r*dh, q*sw-pw+s*dw] * w[g*Kg+k, j]
 //                rows m = (n,p,q), columns k < Kg, reduction j < Cg*R*S             (plane_gemm_kernel)
 //   input grad   gx[n,c,h,v] = sum_{j=(k,r,s)} gy[n, g*Kg+k, (h+ph-r*dh)/sh, (v+pw-s*dw)/sw] * w[g*Kg+k, c, r, s]
-//                rows m = (n,h,v), columns c < Cg, reduction j < Kg*R*S; a tap counts only where the
-//                divisions are exact and land inside the output plane                (plane_gemm_kernel)
+//                where the divisions are exact: one plane GEMM per stride phase (h % sh, v % sw), whose
+//                rows m = (n, i, j) are the pixels h = h0 + i*sh, v = v0 + j*sw of that phase and whose
+//                reduction j < Kg*Rp*Sp runs over the taps that divide exactly there (all of them for
+//                stride 1), so no tap is multiplied in vain and no division is left  (plane_gemm_kernel)
 //   weight grad  gw[k,j]     = sum_{t=(n,p,q)} gy[n, g*Kg+k, p, q] * x[n, g*Cg+c, p*sh-ph+r*dh, q*sw-pw+s*dw]
 //                rows k < Kg, columns j = (c,r,s) < Cg*R*S, reduction t < N*P*Q cut into chunks
 //                whose partial sums a second pass adds in a fixed order                (weight_gemm_kernel)
@@ -51,16 +53,24 @@ struct PlaneGemm {
   int rows;              // N * out_h * out_w
   int cols;              // output channels per group (Kg or Cg)
   int J;                 // reduction length
-  int out_h, out_w;      // the output plane (P x Q, or H x W)
-  int step_h, step_w;    // base row of output pixel (i, j): i * step_h + shift_h (forward: stride, -pad)
-  int shift_h, shift_w;  //   (input gradient: 1, +pad)
+  int out_h, out_w;      // the GEMM's pixel grid (P x Q; a stride phase of H x W)
+  int step_h, step_w;    // base row of pixel (i, j): i * step_h + shift_h (forward: stride, -pad;
+  int shift_h, shift_w;  //   input gradient: 1, 0)
   int src_h, src_w;      // the source plane
-  int div_h, div_w;      // input gradient of a strided layer: source index = numerator / stride, when exact
   int64_t src_image, src_group;  // element strides of an image and a group of channels in src
   int64_t w_group;               // weights of one group
   int w_col;                     // weight stride between neighbouring columns
   int64_t out_image;             // element stride of an image in out
+  int out_plane;                 // elements of one output channel
+  int out_offset, out_row, out_col;  // pixel (i, j) is element out_offset + i*out_row + j*out_col of its plane
 };
+
+// Where row m of a plane GEMM lands in out, for output channel 0 of group 0.
+template <typename scalar_t>
+__device__ __forceinline__ int64_t output_offset(const PlaneGemm<scalar_t>& g, int m) {
+  const int plane = g.out_h * g.out_w, pixel = m % plane;
+  return (m / plane) * g.out_image + g.out_offset + (pixel / g.out_w) * g.out_row + (pixel % g.out_w) * g.out_col;
+}
 
 // Weight gradient partials: partials[chunk][g*Kg + k][j] for the chunk of terms blockIdx.y.
 template <typename scalar_t, typename acc_t>
@@ -77,13 +87,16 @@ struct WeightGemm {
   int col_tiles;        // tiles across J; blockIdx.x = row_tile * col_tiles + col_tile
 };
 
-// How the tap table of a launch is built: reduction index j = (outer, r, s) with outer the input channel
-// (forward, weight gradient) or the output channel (input gradient); tap_table_kernel fills it.
+// How the tap table of a launch is built: reduction index j = (outer, th, tw) with outer the input channel
+// (forward, weight gradient) or the output channel (input gradient), and (th, tw) < (taps_h, taps_w) the
+// kernel taps r = r0 + th*r_step, s = s0 + tw*s_step that the launch multiplies; tap_table_kernel fills it.
 struct TapRule {
-  int J, RS, S, dilation_h, dilation_w;
-  int channel_stride;  // source elements per `outer` channel
-  int weight_stride;   // weight elements per `outer` step (weight offset = outer * weight_stride + r*S + s)
-  int sign;            // +1: the tap adds r*dh to the row (forward); -1: it subtracts it (input gradient)
+  int J;                    // outer channels * taps_h * taps_w
+  int taps_h, r0, r_step, drow0, drow_step;  // tap th: kernel row r0 + th*r_step, row offset drow0 + th*drow_step
+  int taps_w, s0, s_step, dcol0, dcol_step;  // the same along columns
+  int S;                    // kernel width (weight offset = outer * weight_stride + r*S + s)
+  int channel_stride;       // source elements per `outer` channel
+  int weight_stride;        // weight elements per `outer` step
 };
 
 // (A template, so that each .cu file that includes this header may instantiate it.)
@@ -91,9 +104,11 @@ template <bool kUnused = true>
 __global__ void tap_table_kernel(Tap* taps, const TapRule rule) {
   const int j = blockIdx.x * blockDim.x + threadIdx.x;
   if (j >= rule.J) return;
-  const int outer = j / rule.RS, rs = j % rule.RS, r = rs / rule.S, s = rs % rule.S;
-  taps[j] = Tap{outer * rule.channel_stride, rule.sign * r * rule.dilation_h, rule.sign * s * rule.dilation_w,
-                outer * rule.weight_stride + rs};
+  const int per_outer = rule.taps_h * rule.taps_w, outer = j / per_outer, t = j % per_outer;
+  const int th = t / rule.taps_w, tw = t % rule.taps_w;
+  const int r = rule.r0 + th * rule.r_step, s = rule.s0 + tw * rule.s_step;
+  taps[j] = Tap{outer * rule.channel_stride, rule.drow0 + th * rule.drow_step, rule.dcol0 + tw * rule.dcol_step,
+                outer * rule.weight_stride + r * rule.S + s};
 }
 
 template <int BM, int BN>
@@ -152,7 +167,7 @@ __device__ __forceinline__ void gemm_main_loop(Loader& loader, int64_t steps, ac
 
 // Loader of the plane GEMM. A (rows x J): each thread gathers one row (pixel) at kTileK*BM/256 reduction
 // indices; B (J x cols): each thread reads one reduction index at kTileK*BN/256 columns.
-template <int BM, int BN, bool kExactDivision, typename scalar_t, typename acc_t>
+template <int BM, int BN, typename scalar_t, typename acc_t>
 struct PlaneLoader {
   static constexpr int kAPerThread = kTileK * BM / kThreads;
   static constexpr int kBPerThread = kTileK * BN / kThreads;
@@ -178,14 +193,6 @@ struct PlaneLoader {
     col0 = col_begin;
   }
 
-  __device__ __forceinline__ int source_index(int num, int div, int size) const {
-    if (kExactDivision) {
-      if (num < 0 || num % div != 0) return -1;
-      num /= div;
-    }
-    return num >= 0 && num < size ? num : -1;
-  }
-
   __device__ __forceinline__ void fetch(int64_t step) {
     const int j0 = static_cast<int>(step) * kTileK;
 #pragma unroll
@@ -194,9 +201,8 @@ struct PlaneLoader {
       acc_t value = acc_t(0);
       if (row_valid && j < g.J) {
         const Tap tap = g.taps[j];
-        const int h = source_index(base_row + tap.drow, g.div_h, g.src_h);
-        const int v = source_index(base_col + tap.dcol, g.div_w, g.src_w);
-        if (h >= 0 && v >= 0) value = static_cast<acc_t>(src[tap.channel + h * g.src_w + v]);
+        const int h = base_row + tap.drow, v = base_col + tap.dcol;
+        if (h >= 0 && h < g.src_h && v >= 0 && v < g.src_w) value = static_cast<acc_t>(src[tap.channel + h * g.src_w + v]);
       }
       a[i] = value;
     }
@@ -217,26 +223,26 @@ struct PlaneLoader {
   }
 };
 
-template <typename scalar_t, typename acc_t, int BM, int BN, bool kExactDivision>
+template <typename scalar_t, typename acc_t, int BM, int BN>
 __global__ void __launch_bounds__(kThreads) plane_gemm_kernel(const __grid_constant__ PlaneGemm<scalar_t> g) {
   using T = TileShape<BM, BN>;
   const int group = blockIdx.z, row0 = blockIdx.x * BM, col0 = blockIdx.y * BN;
-  PlaneLoader<BM, BN, kExactDivision, scalar_t, acc_t> loader(g, group, row0, col0);
+  PlaneLoader<BM, BN, scalar_t, acc_t> loader(g, group, row0, col0);
   acc_t acc[T::TM][T::TN];
   gemm_main_loop<BM, BN>(loader, (g.J + kTileK - 1) / kTileK, acc);
 
-  const int tx = threadIdx.x % 16, ty = threadIdx.x / 16, plane = g.out_h * g.out_w;
+  const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
 #pragma unroll
   for (int i = 0; i < T::TM; ++i) {
     const int m = row0 + T::row(tx, i);
     if (m >= g.rows) continue;
-    scalar_t* out = g.out + (m / plane) * g.out_image + (int64_t(group) * g.cols) * plane + m % plane;
+    scalar_t* out = g.out + output_offset(g, m) + (int64_t(group) * g.cols) * g.out_plane;
 #pragma unroll
     for (int j = 0; j < T::TN; ++j) {
       const int col = col0 + T::col(ty, j);
       if (col >= g.cols) continue;
       const acc_t bias = g.bias ? static_cast<acc_t>(g.bias[group * g.cols + col]) : acc_t(0);
-      out[int64_t(col) * plane] = static_cast<scalar_t>(acc[i][j] + bias);
+      out[int64_t(col) * g.out_plane] = static_cast<scalar_t>(acc[i][j] + bias);
     }
   }
 }
@@ -341,14 +347,8 @@ inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 template <typename Problem>
 TapRule forward_taps(const Problem& p) {
-  return {int(p.C_per_group() * p.R * p.S), int(p.R * p.S), int(p.S), int(p.dilation_h), int(p.dilation_w),
-          int(p.H * p.W), int(p.R * p.S), +1};
-}
-
-template <typename Problem>
-TapRule input_grad_taps(const Problem& p) {
-  return {int(p.K_per_group() * p.R * p.S), int(p.R * p.S), int(p.S), int(p.dilation_h), int(p.dilation_w),
-          int(p.P * p.Q), int(p.C_per_group() * p.R * p.S), -1};
+  return {int(p.C_per_group() * p.R * p.S), int(p.R), 0, 1, 0, int(p.dilation_h), int(p.S), 0, 1, 0,
+          int(p.dilation_w), int(p.S), int(p.H * p.W), int(p.R * p.S)};
 }
 
 // Sizes of the forward as a plane GEMM (pointers left for the caller).
@@ -358,25 +358,64 @@ PlaneGemm<scalar_t> forward_gemm(const Problem& p) {
   g.rows = int(p.N * p.P * p.Q), g.cols = int(p.K_per_group()), g.J = int(p.C_per_group() * p.R * p.S);
   g.out_h = int(p.P), g.out_w = int(p.Q);
   g.step_h = int(p.stride_h), g.step_w = int(p.stride_w), g.shift_h = int(-p.pad_h), g.shift_w = int(-p.pad_w);
-  g.src_h = int(p.H), g.src_w = int(p.W), g.div_h = 1, g.div_w = 1;
+  g.src_h = int(p.H), g.src_w = int(p.W);
   g.src_image = p.C * p.H * p.W, g.src_group = p.C_per_group() * p.H * p.W;
   g.w_group = p.K_per_group() * p.C_per_group() * p.R * p.S, g.w_col = g.J;
-  g.out_image = p.K * p.P * p.Q;
+  g.out_image = p.K * p.P * p.Q, g.out_plane = int(p.P * p.Q);
+  g.out_offset = 0, g.out_row = int(p.Q), g.out_col = 1;
   return g;
 }
 
-// Sizes of the input gradient as a plane GEMM; exact division is needed when a stride is above 1.
+// The kernel taps that reach input index `phase` (mod stride) exactly: those r with
+// (phase + pad - r*dilation) % stride == 0, which step by stride / gcd(stride, dilation). Sets count, first
+// tap, tap step, and the source offsets (phase + pad - r*dilation) / stride of the first tap and per step.
+inline void phase_taps(int64_t phase, int64_t stride, int64_t pad, int64_t dilation, int64_t kernel, int& count,
+                       int& first, int& step, int& offset0, int& offset_step) {
+  count = 0, first = 0, step = 1;
+  for (int64_t r = 0; r < kernel; ++r) {
+    if ((phase + pad - r * dilation) % stride != 0) continue;
+    if (count == 0) first = int(r);
+    if (count == 1) step = int(r) - first;
+    ++count;
+  }
+  offset0 = int((phase + pad - first * dilation) / stride);
+  offset_step = -int(step * dilation / stride);
+}
+
+// One stride phase of the input gradient (the pixels h = a + i*sh, v = b + j*sw) as a plane GEMM and its
+// taps; for stride 1 the one phase is the whole input gradient.
+template <typename scalar_t>
+struct InputGradPhase {
+  PlaneGemm<scalar_t> gemm;
+  TapRule taps;
+};
+
 template <typename scalar_t, typename Problem>
-PlaneGemm<scalar_t> input_grad_gemm(const Problem& p) {
+InputGradPhase<scalar_t> input_grad_phase(const Problem& p, int64_t a, int64_t b) {
+  TapRule t{};
+  phase_taps(a, p.stride_h, p.pad_h, p.dilation_h, p.R, t.taps_h, t.r0, t.r_step, t.drow0, t.drow_step);
+  phase_taps(b, p.stride_w, p.pad_w, p.dilation_w, p.S, t.taps_w, t.s0, t.s_step, t.dcol0, t.dcol_step);
+  t.J = int(p.K_per_group()) * t.taps_h * t.taps_w, t.S = int(p.S);
+  t.channel_stride = int(p.P * p.Q), t.weight_stride = int(p.C_per_group() * p.R * p.S);
   PlaneGemm<scalar_t> g{};
-  g.rows = int(p.N * p.H * p.W), g.cols = int(p.C_per_group()), g.J = int(p.K_per_group() * p.R * p.S);
-  g.out_h = int(p.H), g.out_w = int(p.W);
-  g.step_h = 1, g.step_w = 1, g.shift_h = int(p.pad_h), g.shift_w = int(p.pad_w);
-  g.src_h = int(p.P), g.src_w = int(p.Q), g.div_h = int(p.stride_h), g.div_w = int(p.stride_w);
+  g.out_h = int(ceil_div(p.H - a, p.stride_h)), g.out_w = int(ceil_div(p.W - b, p.stride_w));
+  g.rows = int(p.N) * g.out_h * g.out_w, g.cols = int(p.C_per_group()), g.J = t.J;
+  g.step_h = 1, g.step_w = 1, g.shift_h = 0, g.shift_w = 0;
+  g.src_h = int(p.P), g.src_w = int(p.Q);
   g.src_image = p.K * p.P * p.Q, g.src_group = p.K_per_group() * p.P * p.Q;
   g.w_group = p.K_per_group() * p.C_per_group() * p.R * p.S, g.w_col = int(p.R * p.S);
-  g.out_image = p.C * p.H * p.W;
-  return g;
+  g.out_image = p.C * p.H * p.W, g.out_plane = int(p.H * p.W);
+  g.out_offset = int(a * p.W + b), g.out_row = int(p.stride_h * p.W), g.out_col = int(p.stride_w);
+  return {g, t};
+}
+
+// Calls f(phase) for every stride phase of the input gradient that holds pixels (a phase no tap reaches
+// has J = 0: its GEMM writes zeros).
+template <typename scalar_t, typename Problem, typename F>
+void for_each_input_grad_phase(const Problem& p, F&& f) {
+  for (int64_t a = 0; a < std::min(p.stride_h, p.H); ++a) {
+    for (int64_t b = 0; b < std::min(p.stride_w, p.W); ++b) f(input_grad_phase<scalar_t>(p, a, b));
+  }
 }
 
 // Sizes and chunking of the weight gradient for tiles of BM x BN; chunks = ceil(terms / chunk_terms).

@@ -38,28 +38,29 @@ inline bool has_16bit_mma() {
 // The tap table of a launch, filled on the device (no host-to-device copy).
 inline at::Tensor tap_table(const TapRule& rule, const at::TensorOptions& options, cudaStream_t stream) {
   auto taps = at::empty({rule.J, 4}, options.dtype(at::kInt));
+  if (rule.J == 0) return taps;
   tap_table_kernel<<<grid_x(div_up(rule.J, kThreads)), kThreads, 0, stream>>>(
       reinterpret_cast<Tap*>(taps.mutable_data_ptr<int>()), rule);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   return taps;
 }
 
-// out = the plane GEMM g over `groups` groups; kExact: the input gradient of a strided layer.
-template <bool kExact, typename scalar_t>
+// out = the plane GEMM g over `groups` groups.
+template <typename scalar_t>
 void launch_plane_gemm(PlaneGemm<scalar_t> g, const TapRule& rule, int64_t groups, const at::Tensor& like) {
   using acc_t = at::opmath_type<scalar_t>;
+  if (g.rows == 0) return;
   const auto stream = c10::cuda::getCurrentCUDAStream();
   const auto taps = tap_table(rule, like.options(), stream);
   g.taps = reinterpret_cast<const Tap*>(taps.const_data_ptr<int>());
   const int bn = column_tile(g.cols);
   const dim3 grid(grid_x(div_up(g.rows, 128)), static_cast<unsigned>(div_up(g.cols, bn)),
                   static_cast<unsigned>(groups));
-  auto kernel = bn == 64 ? plane_gemm_kernel<scalar_t, acc_t, 128, 64, kExact>
-                         : plane_gemm_kernel<scalar_t, acc_t, 128, 128, kExact>;
+  auto kernel = bn == 64 ? plane_gemm_kernel<scalar_t, acc_t, 128, 64> : plane_gemm_kernel<scalar_t, acc_t, 128, 128>;
   if constexpr (is_16bit_float<scalar_t>) {
     constexpr bool kBF16 = std::is_same_v<scalar_t, at::BFloat16>;
     if (has_16bit_mma()) {
-      kernel = bn == 64 ? plane_mma_kernel<scalar_t, 64, kExact, kBF16> : plane_mma_kernel<scalar_t, 128, kExact, kBF16>;
+      kernel = bn == 64 ? plane_mma_kernel<scalar_t, 64, kBF16> : plane_mma_kernel<scalar_t, 128, kBF16>;
     }
   }
   kernel<<<grid, kThreads, 0, stream>>>(g);

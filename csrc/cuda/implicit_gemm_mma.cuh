@@ -140,7 +140,7 @@ __device__ __forceinline__ uint32_t pack_pair(uint16_t low, uint16_t high) {
 // Loader of the plane GEMM (128 rows). A: thread (warp, lane) gathers rows lane%8 + 8*(warp/2) + 32*i
 // (i < 4) at index pairs lane/8 + 4*(warp%2) + 8*e (e < 2): eight neighbouring pixels per quarter warp,
 // and per store instruction 8 rows x 4 pairs, on 32 banks. B: pair tid%16 of columns tid/16 + 16*i.
-template <int BN, bool kExactDivision, typename scalar_t>
+template <int BN, typename scalar_t>
 struct MmaPlaneLoader {
   static constexpr int BM = 128, kRows = 4, kPairs = 2, kCols = BN / 16;
   const PlaneGemm<scalar_t>& g;
@@ -168,18 +168,10 @@ struct MmaPlaneLoader {
     b_pair = threadIdx.x % 16, b_col = threadIdx.x / 16, b_col0 = col_begin + b_col;
   }
 
-  __device__ __forceinline__ int source_index(int num, int div, int size) const {
-    if (kExactDivision) {
-      if (num < 0 || num % div != 0) return -1;
-      num /= div;
-    }
-    return num >= 0 && num < size ? num : -1;
-  }
-
   __device__ __forceinline__ uint16_t gather(int i, const Tap& tap, bool valid) const {
-    const int h = source_index(base_row[i] + tap.drow, g.div_h, g.src_h);
-    const int v = source_index(base_col[i] + tap.dcol, g.div_w, g.src_w);
-    return valid && h >= 0 && v >= 0 ? src[i][tap.channel + h * g.src_w + v] : uint16_t(0);
+    const int h = base_row[i] + tap.drow, v = base_col[i] + tap.dcol;
+    const bool inside = valid && h >= 0 && h < g.src_h && v >= 0 && v < g.src_w;
+    return inside ? src[i][tap.channel + h * g.src_w + v] : uint16_t(0);
   }
 
   __device__ __forceinline__ void fetch(int64_t step) {
@@ -216,21 +208,19 @@ struct MmaPlaneLoader {
   }
 };
 
-template <typename scalar_t, int BN, bool kExactDivision, bool kBF16>
+template <typename scalar_t, int BN, bool kBF16>
 __global__ void __launch_bounds__(kThreads, 2) plane_mma_kernel(const __grid_constant__ PlaneGemm<scalar_t> g) {
   constexpr int BM = 128;
   const int group = blockIdx.z, row0 = blockIdx.x * BM, col0 = blockIdx.y * BN;
-  MmaPlaneLoader<BN, kExactDivision, scalar_t> loader(g, group, row0, col0);
+  MmaPlaneLoader<BN, scalar_t> loader(g, group, row0, col0);
   float acc[MmaShape<BM, BN>::MT][4][4];
   mma_main_loop<BM, BN, kBF16>(loader, (g.J + kMmaK - 1) / kMmaK, acc);
 
-  const int plane = g.out_h * g.out_w;
   for_each_accumulator<BM, BN>(acc, [&](int row, int col, float value) {
     const int m = row0 + row, c = col0 + col;
     if (m >= g.rows || c >= g.cols) return;
     const float bias = g.bias ? static_cast<float>(g.bias[group * g.cols + c]) : 0.0f;
-    g.out[(m / plane) * g.out_image + (int64_t(group) * g.cols + c) * plane + m % plane] =
-        static_cast<scalar_t>(value + bias);
+    g.out[output_offset(g, m) + (int64_t(group) * g.cols + c) * g.out_plane] = static_cast<scalar_t>(value + bias);
   });
 }
 

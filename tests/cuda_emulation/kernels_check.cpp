@@ -129,26 +129,36 @@ std::vector<Tap> tap_table(const TapRule& rule) {
   return taps;
 }
 
-template <typename T, int BN, bool kExact>
-std::vector<double> run_plane(PlaneGemm<T> g, const Problem& p, const TapRule& rule, const std::vector<T>& src,
-                              const std::vector<T>& w, const T* bias, size_t out_size) {
+template <typename T>
+using PlaneKernel = void (*)(PlaneGemm<T>);
+
+// out = the plane GEMM g (one launch, as launch_plane_gemm makes it) with tile width bn.
+template <typename T>
+void run_plane(PlaneKernel<T> kernel, int bn, PlaneGemm<T> g, const Problem& p, const TapRule& rule, const T* src,
+               const T* w, const T* bias, T* out) {
+  if (g.rows == 0) return;
   const auto taps = tap_table(rule);
-  std::vector<T> out(out_size, T(NAN));
-  g.src = src.data(), g.w = w.data(), g.bias = bias, g.out = out.data(), g.taps = taps.data();
-  launch(plane_gemm_kernel<T, T, 128, BN, kExact>, dim3(ceil_div(g.rows, 128), ceil_div(g.cols, BN), p.groups),
-         dim3(kThreads), g);
-  return std::vector<double>(out.begin(), out.end());
+  g.src = src, g.w = w, g.bias = bias, g.out = out, g.taps = taps.data();
+  launch(kernel, dim3(ceil_div(g.rows, 128), ceil_div(g.cols, bn), p.groups), dim3(kThreads), g);
 }
 
-template <typename T, int BN, bool kExact>
-std::vector<double> run_plane_mma(PlaneGemm<T> g, const Problem& p, const TapRule& rule, const std::vector<T>& src,
-                                  const std::vector<T>& w, const T* bias, size_t out_size) {
-  const auto taps = tap_table(rule);
-  std::vector<T> out(out_size, T(NAN));
-  g.src = src.data(), g.w = w.data(), g.bias = bias, g.out = out.data(), g.taps = taps.data();
-  launch(plane_mma_kernel<T, BN, kExact, std::is_same_v<T, BFloat16>>,
-         dim3(ceil_div(g.rows, 128), ceil_div(g.cols, BN), p.groups), dim3(kThreads), g);
-  return to_double(out);
+template <typename T>
+std::vector<double> run_forward(PlaneKernel<T> kernel, int bn, const Problem& p, const std::vector<T>& x,
+                                const std::vector<T>& w, const std::vector<T>& bias) {
+  std::vector<T> y(p.N * p.K * p.P * p.Q, T(NAN));
+  run_plane(kernel, bn, forward_gemm<T>(p), p, forward_taps(p), x.data(), w.data(), bias.data(), y.data());
+  return to_double(y);
+}
+
+// The input gradient as corr2d_input_grad.cu launches it: one plane GEMM per stride phase.
+template <typename T>
+std::vector<double> run_input_grad(PlaneKernel<T> kernel, int bn, const Problem& p, const std::vector<T>& gy,
+                                   const std::vector<T>& w) {
+  std::vector<T> gx(p.N * p.C * p.H * p.W, T(NAN));
+  for_each_input_grad_phase<T>(p, [&](const InputGradPhase<T>& phase) {
+    run_plane(kernel, bn, phase.gemm, p, phase.taps, gy.data(), w.data(), static_cast<const T*>(nullptr), gx.data());
+  });
+  return to_double(gx);
 }
 
 template <typename T, int BM, int BN>
@@ -279,16 +289,10 @@ void check_problem(const Problem& p, std::mt19937& rng, double tolerance) {
   std::snprintf(name, sizeof name, "%s N%ld C%ld %ldx%ld K%ld %ldx%ld s%ld,%ld p%ld,%ld d%ld,%ld g%ld",
                 sizeof(T) == 8 ? "double" : "float", p.N, p.C, p.H, p.W, p.K, p.R, p.S, p.stride_h, p.stride_w,
                 p.pad_h, p.pad_w, p.dilation_h, p.dilation_w, p.groups);
-  const auto fwd = forward_gemm<T>(p), ig = input_grad_gemm<T>(p);
-  check("forward BN=64", name, ref.y, run_plane<T, 64, false>(fwd, p, forward_taps(p), xt, wt, bt.data(), ref.y.size()), tolerance);
-  check("forward BN=128", name, ref.y, run_plane<T, 128, false>(fwd, p, forward_taps(p), xt, wt, bt.data(), ref.y.size()), tolerance);
-  const bool strided = p.stride_h > 1 || p.stride_w > 1;
-  check("input grad BN=64 exact", name, ref.gx,
-        run_plane<T, 64, true>(ig, p, input_grad_taps(p), gyt, wt, nullptr, ref.gx.size()), tolerance);
-  if (!strided) {
-    check("input grad BN=128", name, ref.gx,
-          run_plane<T, 128, false>(ig, p, input_grad_taps(p), gyt, wt, nullptr, ref.gx.size()), tolerance);
-  }
+  check("forward BN=64", name, ref.y, run_forward<T>(plane_gemm_kernel<T, T, 128, 64>, 64, p, xt, wt, bt), tolerance);
+  check("forward BN=128", name, ref.y, run_forward<T>(plane_gemm_kernel<T, T, 128, 128>, 128, p, xt, wt, bt), tolerance);
+  check("input grad BN=64", name, ref.gx, run_input_grad<T>(plane_gemm_kernel<T, T, 128, 64>, 64, p, gyt, wt), tolerance);
+  check("input grad BN=128", name, ref.gx, run_input_grad<T>(plane_gemm_kernel<T, T, 128, 128>, 128, p, gyt, wt), tolerance);
   check("weight grad 64x128", name, ref.gw, run_weight<T, 64, 128>(p, gyt, xt), tolerance);
   check("weight grad 128x64", name, ref.gw, run_weight<T, 128, 64>(p, gyt, xt), tolerance);
   check_tiles<T>(p, ref, xt, wt, bt, gyt, name, tolerance);
@@ -312,15 +316,11 @@ void check_problem_mma(const Problem& p, std::mt19937& rng, double tolerance) {
   std::snprintf(name, sizeof name, "%s N%ld C%ld %ldx%ld K%ld %ldx%ld s%ld,%ld p%ld,%ld d%ld,%ld g%ld",
                 std::is_same_v<T, BFloat16> ? "bfloat16" : "float16", p.N, p.C, p.H, p.W, p.K, p.R, p.S,
                 p.stride_h, p.stride_w, p.pad_h, p.pad_w, p.dilation_h, p.dilation_w, p.groups);
-  const auto fwd = forward_gemm<T>(p), ig = input_grad_gemm<T>(p);
-  check("mma forward BN=64", name, ref.y, run_plane_mma<T, 64, false>(fwd, p, forward_taps(p), xt, wt, bt.data(), ref.y.size()), tolerance);
-  check("mma forward BN=128", name, ref.y, run_plane_mma<T, 128, false>(fwd, p, forward_taps(p), xt, wt, bt.data(), ref.y.size()), tolerance);
-  check("mma input grad BN=128 exact", name, ref.gx,
-        run_plane_mma<T, 128, true>(ig, p, input_grad_taps(p), gyt, wt, nullptr, ref.gx.size()), tolerance);
-  if (p.stride_h == 1 && p.stride_w == 1) {
-    check("mma input grad BN=64", name, ref.gx,
-          run_plane_mma<T, 64, false>(ig, p, input_grad_taps(p), gyt, wt, nullptr, ref.gx.size()), tolerance);
-  }
+  constexpr bool kBF16 = std::is_same_v<T, BFloat16>;
+  check("mma forward BN=64", name, ref.y, run_forward<T>(plane_mma_kernel<T, 64, kBF16>, 64, p, xt, wt, bt), tolerance);
+  check("mma forward BN=128", name, ref.y, run_forward<T>(plane_mma_kernel<T, 128, kBF16>, 128, p, xt, wt, bt), tolerance);
+  check("mma input grad BN=64", name, ref.gx, run_input_grad<T>(plane_mma_kernel<T, 64, kBF16>, 64, p, gyt, wt), tolerance);
+  check("mma input grad BN=128", name, ref.gx, run_input_grad<T>(plane_mma_kernel<T, 128, kBF16>, 128, p, gyt, wt), tolerance);
   check("mma weight grad 64x64", name, ref.gw, run_weight_mma<T, 64, 64>(p, gyt, xt), 1e-5);
   check("mma weight grad 64x128", name, ref.gw, run_weight_mma<T, 64, 128>(p, gyt, xt), 1e-5);
   check("mma weight grad 128x64", name, ref.gw, run_weight_mma<T, 128, 64>(p, gyt, xt), 1e-5);
