@@ -21,6 +21,7 @@ PROBLEMS = [  # (N, C, H, W, K, kh, kw, stride, padding, dilation, groups)
     (2, 40, 9, 11, 70, 3, 3, (2, 1), (1, 1), (1, 1), 1),  # implicit GEMM, ragged tiles, strided
     (3, 64, 7, 6, 96, 2, 3, (1, 1), (1, 0), (2, 1), 2),  # implicit GEMM, groups, dilation
     (2, 6, 37, 33, 6, 5, 5, (2, 2), (2, 2), (1, 1), 6),  # plane tiles, depthwise, strided
+    (2, 32, 15, 14, 48, 1, 1, (2, 2), (0, 0), (1, 1), 1),  # input gradient phases no tap reaches
 ]
 
 
