@@ -25,6 +25,19 @@ inline bool worth_a_gemm(int64_t columns, int64_t reduction) {
 // Tile width for `columns` output columns: 64 wastes less on layers of up to 64 channels.
 inline int column_tile(int64_t columns) { return columns <= 64 ? 64 : 128; }
 
+inline int64_t multiprocessors() {
+  int count = 0;
+  C10_CUDA_CHECK(cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, c10::cuda::current_device()));
+  return count;
+}
+
+// Tile height of a plane GEMM: 128 rows, or 64 where 128-row tiles would give the GPU fewer than two blocks
+// per multiprocessor (deep layers on small planes). Every output sums in the same order either way, so the
+// choice never changes a bit of the result.
+inline int row_tile(int64_t rows, int64_t column_tiles, int64_t groups) {
+  return div_up(rows, 128) * column_tiles * groups < 2 * multiprocessors() ? 64 : 128;
+}
+
 template <typename scalar_t>
 constexpr bool is_16bit_float = std::is_same_v<scalar_t, at::Half> || std::is_same_v<scalar_t, at::BFloat16>;
 
@@ -53,14 +66,16 @@ void launch_plane_gemm(PlaneGemm<scalar_t> g, const TapRule& rule, int64_t group
   const auto stream = c10::cuda::getCurrentCUDAStream();
   const auto taps = tap_table(rule, like.options(), stream);
   g.taps = reinterpret_cast<const Tap*>(taps.const_data_ptr<int>());
-  const int bn = column_tile(g.cols);
-  const dim3 grid(grid_x(div_up(g.rows, 128)), static_cast<unsigned>(div_up(g.cols, bn)),
+  const int bn = column_tile(g.cols), bm = row_tile(g.rows, div_up(g.cols, bn), groups);
+  const dim3 grid(grid_x(div_up(g.rows, bm)), static_cast<unsigned>(div_up(g.cols, bn)),
                   static_cast<unsigned>(groups));
-  auto kernel = bn == 64 ? plane_gemm_kernel<scalar_t, acc_t, 128, 64> : plane_gemm_kernel<scalar_t, acc_t, 128, 128>;
+  auto kernel = bm == 64 ? (bn == 64 ? plane_gemm_kernel<scalar_t, acc_t, 64, 64> : plane_gemm_kernel<scalar_t, acc_t, 64, 128>)
+                         : (bn == 64 ? plane_gemm_kernel<scalar_t, acc_t, 128, 64> : plane_gemm_kernel<scalar_t, acc_t, 128, 128>);
   if constexpr (is_16bit_float<scalar_t>) {
     constexpr bool kBF16 = std::is_same_v<scalar_t, at::BFloat16>;
     if (has_16bit_mma()) {
-      kernel = bn == 64 ? plane_mma_kernel<scalar_t, 64, kBF16> : plane_mma_kernel<scalar_t, 128, kBF16>;
+      kernel = bm == 64 ? (bn == 64 ? plane_mma_kernel<scalar_t, 64, 64, kBF16> : plane_mma_kernel<scalar_t, 64, 128, kBF16>)
+                        : (bn == 64 ? plane_mma_kernel<scalar_t, 128, 64, kBF16> : plane_mma_kernel<scalar_t, 128, 128, kBF16>);
     }
   }
   kernel<<<grid, kThreads, 0, stream>>>(g);

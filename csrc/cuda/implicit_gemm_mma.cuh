@@ -137,12 +137,12 @@ __device__ __forceinline__ uint32_t pack_pair(uint16_t low, uint16_t high) {
   return uint32_t(low) | (uint32_t(high) << 16);
 }
 
-// Loader of the plane GEMM (128 rows). A: thread (warp, lane) gathers rows lane%8 + 8*(warp/2) + 32*i
-// (i < 4) at index pairs lane/8 + 4*(warp%2) + 8*e (e < 2): eight neighbouring pixels per quarter warp,
+// Loader of the plane GEMM (BM = 64 or 128 rows). A: thread (warp, lane) gathers rows lane%8 + 8*(warp/2)
+// + 32*i (i < BM/32) at index pairs lane/8 + 4*(warp%2) + 8*e (e < 2): eight neighbouring pixels per quarter warp,
 // and per store instruction 8 rows x 4 pairs, on 32 banks. B: pair tid%16 of columns tid/16 + 16*i.
-template <int BN, typename scalar_t>
+template <int BM, int BN, typename scalar_t>
 struct MmaPlaneLoader {
-  static constexpr int BM = 128, kRows = 4, kPairs = 2, kCols = BN / 16;
+  static constexpr int kRows = BM / 32, kPairs = 2, kCols = BN / 16;
   const PlaneGemm<scalar_t>& g;
   const uint16_t* w;  // this block's group
   const uint16_t* src[kRows];
@@ -208,11 +208,10 @@ struct MmaPlaneLoader {
   }
 };
 
-template <typename scalar_t, int BN, bool kBF16>
+template <typename scalar_t, int BM, int BN, bool kBF16>
 __global__ void __launch_bounds__(kThreads, 2) plane_mma_kernel(const __grid_constant__ PlaneGemm<scalar_t> g) {
-  constexpr int BM = 128;
   const int group = blockIdx.z, row0 = blockIdx.x * BM, col0 = blockIdx.y * BN;
-  MmaPlaneLoader<BN, scalar_t> loader(g, group, row0, col0);
+  MmaPlaneLoader<BM, BN, scalar_t> loader(g, group, row0, col0);
   float acc[MmaShape<BM, BN>::MT][4][4];
   mma_main_loop<BM, BN, kBF16>(loader, (g.J + kMmaK - 1) / kMmaK, acc);
 

@@ -134,29 +134,29 @@ using PlaneKernel = void (*)(PlaneGemm<T>);
 
 // out = the plane GEMM g (one launch, as launch_plane_gemm makes it) with tile width bn.
 template <typename T>
-void run_plane(PlaneKernel<T> kernel, int bn, PlaneGemm<T> g, const Problem& p, const TapRule& rule, const T* src,
-               const T* w, const T* bias, T* out) {
+void run_plane(PlaneKernel<T> kernel, int bm, int bn, PlaneGemm<T> g, const Problem& p, const TapRule& rule,
+               const T* src, const T* w, const T* bias, T* out) {
   if (g.rows == 0) return;
   const auto taps = tap_table(rule);
   g.src = src, g.w = w, g.bias = bias, g.out = out, g.taps = taps.data();
-  launch(kernel, dim3(ceil_div(g.rows, 128), ceil_div(g.cols, bn), p.groups), dim3(kThreads), g);
+  launch(kernel, dim3(ceil_div(g.rows, bm), ceil_div(g.cols, bn), p.groups), dim3(kThreads), g);
 }
 
 template <typename T>
-std::vector<double> run_forward(PlaneKernel<T> kernel, int bn, const Problem& p, const std::vector<T>& x,
+std::vector<double> run_forward(PlaneKernel<T> kernel, int bm, int bn, const Problem& p, const std::vector<T>& x,
                                 const std::vector<T>& w, const std::vector<T>& bias) {
   std::vector<T> y(p.N * p.K * p.P * p.Q, T(NAN));
-  run_plane(kernel, bn, forward_gemm<T>(p), p, forward_taps(p), x.data(), w.data(), bias.data(), y.data());
+  run_plane(kernel, bm, bn, forward_gemm<T>(p), p, forward_taps(p), x.data(), w.data(), bias.data(), y.data());
   return to_double(y);
 }
 
 // The input gradient as corr2d_input_grad.cu launches it: one plane GEMM per stride phase.
 template <typename T>
-std::vector<double> run_input_grad(PlaneKernel<T> kernel, int bn, const Problem& p, const std::vector<T>& gy,
+std::vector<double> run_input_grad(PlaneKernel<T> kernel, int bm, int bn, const Problem& p, const std::vector<T>& gy,
                                    const std::vector<T>& w) {
   std::vector<T> gx(p.N * p.C * p.H * p.W, T(NAN));
   for_each_input_grad_phase<T>(p, [&](const InputGradPhase<T>& phase) {
-    run_plane(kernel, bn, phase.gemm, p, phase.taps, gy.data(), w.data(), static_cast<const T*>(nullptr), gx.data());
+    run_plane(kernel, bm, bn, phase.gemm, p, phase.taps, gy.data(), w.data(), static_cast<const T*>(nullptr), gx.data());
   });
   return to_double(gx);
 }
@@ -289,10 +289,10 @@ void check_problem(const Problem& p, std::mt19937& rng, double tolerance) {
   std::snprintf(name, sizeof name, "%s N%ld C%ld %ldx%ld K%ld %ldx%ld s%ld,%ld p%ld,%ld d%ld,%ld g%ld",
                 sizeof(T) == 8 ? "double" : "float", p.N, p.C, p.H, p.W, p.K, p.R, p.S, p.stride_h, p.stride_w,
                 p.pad_h, p.pad_w, p.dilation_h, p.dilation_w, p.groups);
-  check("forward BN=64", name, ref.y, run_forward<T>(plane_gemm_kernel<T, T, 128, 64>, 64, p, xt, wt, bt), tolerance);
-  check("forward BN=128", name, ref.y, run_forward<T>(plane_gemm_kernel<T, T, 128, 128>, 128, p, xt, wt, bt), tolerance);
-  check("input grad BN=64", name, ref.gx, run_input_grad<T>(plane_gemm_kernel<T, T, 128, 64>, 64, p, gyt, wt), tolerance);
-  check("input grad BN=128", name, ref.gx, run_input_grad<T>(plane_gemm_kernel<T, T, 128, 128>, 128, p, gyt, wt), tolerance);
+  check("forward 128x64", name, ref.y, run_forward<T>(plane_gemm_kernel<T, T, 128, 64>, 128, 64, p, xt, wt, bt), tolerance);
+  check("forward 64x128", name, ref.y, run_forward<T>(plane_gemm_kernel<T, T, 64, 128>, 64, 128, p, xt, wt, bt), tolerance);
+  check("input grad 64x64", name, ref.gx, run_input_grad<T>(plane_gemm_kernel<T, T, 64, 64>, 64, 64, p, gyt, wt), tolerance);
+  check("input grad 128x128", name, ref.gx, run_input_grad<T>(plane_gemm_kernel<T, T, 128, 128>, 128, 128, p, gyt, wt), tolerance);
   check("weight grad 64x128", name, ref.gw, run_weight<T, 64, 128>(p, gyt, xt), tolerance);
   check("weight grad 128x64", name, ref.gw, run_weight<T, 128, 64>(p, gyt, xt), tolerance);
   check_tiles<T>(p, ref, xt, wt, bt, gyt, name, tolerance);
@@ -317,10 +317,10 @@ void check_problem_mma(const Problem& p, std::mt19937& rng, double tolerance) {
                 std::is_same_v<T, BFloat16> ? "bfloat16" : "float16", p.N, p.C, p.H, p.W, p.K, p.R, p.S,
                 p.stride_h, p.stride_w, p.pad_h, p.pad_w, p.dilation_h, p.dilation_w, p.groups);
   constexpr bool kBF16 = std::is_same_v<T, BFloat16>;
-  check("mma forward BN=64", name, ref.y, run_forward<T>(plane_mma_kernel<T, 64, kBF16>, 64, p, xt, wt, bt), tolerance);
-  check("mma forward BN=128", name, ref.y, run_forward<T>(plane_mma_kernel<T, 128, kBF16>, 128, p, xt, wt, bt), tolerance);
-  check("mma input grad BN=64", name, ref.gx, run_input_grad<T>(plane_mma_kernel<T, 64, kBF16>, 64, p, gyt, wt), tolerance);
-  check("mma input grad BN=128", name, ref.gx, run_input_grad<T>(plane_mma_kernel<T, 128, kBF16>, 128, p, gyt, wt), tolerance);
+  check("mma forward 128x64", name, ref.y, run_forward<T>(plane_mma_kernel<T, 128, 64, kBF16>, 128, 64, p, xt, wt, bt), tolerance);
+  check("mma forward 64x128", name, ref.y, run_forward<T>(plane_mma_kernel<T, 64, 128, kBF16>, 64, 128, p, xt, wt, bt), tolerance);
+  check("mma input grad 64x64", name, ref.gx, run_input_grad<T>(plane_mma_kernel<T, 64, 64, kBF16>, 64, 64, p, gyt, wt), tolerance);
+  check("mma input grad 128x128", name, ref.gx, run_input_grad<T>(plane_mma_kernel<T, 128, 128, kBF16>, 128, 128, p, gyt, wt), tolerance);
   check("mma weight grad 64x64", name, ref.gw, run_weight_mma<T, 64, 64>(p, gyt, xt), 1e-5);
   check("mma weight grad 64x128", name, ref.gw, run_weight_mma<T, 64, 128>(p, gyt, xt), 1e-5);
   check("mma weight grad 128x64", name, ref.gw, run_weight_mma<T, 128, 64>(p, gyt, xt), 1e-5);
