@@ -1,6 +1,7 @@
-"""The CUDA implicit-GEMM and tile kernels (csrc/cuda/implicit_gemm.cuh, direct_tile.cuh) run on the CPU, one
-thread per CUDA thread (tests/cuda_emulation/emulate.h), against a float64 loop nest: their index arithmetic,
-tiling, chunking and padding are checked on every machine, GPU or not. tests/test_cuda.py checks the real kernels on a GPU.
+"""The CUDA implicit-GEMM and tile kernels (csrc/cuda/implicit_gemm.cuh, implicit_gemm_mma.cuh with an emulated
+tensor-core product, direct_tile.cuh) run on the CPU, one thread per CUDA thread (tests/cuda_emulation/emulate.h),
+against a float64 loop nest: their index arithmetic, fragment layouts, tiling, chunking and padding are checked
+on every machine, GPU or not. tests/test_cuda.py checks the real kernels on a GPU.
 """
 
 import os
