@@ -139,8 +139,27 @@ __device__ __forceinline__ void multiply_step(const acc_t (*As)[BM + kPad], cons
   }
 }
 
-// The main loop shared by both kernels: `fetch(step)` loads a step's operands into the loader's registers,
-// `commit(As, Bs)` writes them to shared memory. One barrier per step.
+// The double-buffered step loop of every GEMM kernel (here and in implicit_gemm_mma.cuh): `fetch(step)`
+// loads a step's operands into the loader's registers, `commit(As, Bs)` writes them to one pair of shared
+// buffers while `multiply(As, Bs)` works on the other. One barrier per step.
+template <typename Loader, typename StageA, typename StageB, typename Multiply>
+__device__ __forceinline__ void pipelined_steps(Loader& loader, int64_t steps, StageA (&As)[2], StageB (&Bs)[2],
+                                                Multiply&& multiply) {
+  if (steps <= 0) return;
+  loader.fetch(0);
+  loader.commit(As[0], Bs[0]);
+  __syncthreads();
+  for (int64_t step = 0; step < steps; ++step) {
+    const int buffer = step & 1;
+    const bool more = step + 1 < steps;
+    if (more) loader.fetch(step + 1);
+    multiply(As[buffer], Bs[buffer]);
+    if (more) loader.commit(As[buffer ^ 1], Bs[buffer ^ 1]);
+    __syncthreads();
+  }
+}
+
+// The main loop of both CUDA-core kernels.
 template <int BM, int BN, typename acc_t, typename Loader>
 __device__ __forceinline__ void gemm_main_loop(Loader& loader, int64_t steps, acc_t (&acc)[BM / 16][BN / 16]) {
   alignas(16) __shared__ acc_t As[2][kTileK][BM + kPad];  // 16-byte rows: vector loads in multiply_step
@@ -151,18 +170,9 @@ __device__ __forceinline__ void gemm_main_loop(Loader& loader, int64_t steps, ac
 #pragma unroll
     for (int j = 0; j < BN / 16; ++j) acc[i][j] = acc_t(0);
   }
-  if (steps <= 0) return;
-  loader.fetch(0);
-  loader.commit(As[0], Bs[0]);
-  __syncthreads();
-  for (int64_t step = 0; step < steps; ++step) {
-    const int buffer = step & 1;
-    const bool more = step + 1 < steps;
-    if (more) loader.fetch(step + 1);
-    multiply_step<BM, BN>(As[buffer], Bs[buffer], tx, ty, acc);
-    if (more) loader.commit(As[buffer ^ 1], Bs[buffer ^ 1]);
-    __syncthreads();
-  }
+  pipelined_steps(loader, steps, As, Bs, [&](const acc_t(*a)[BM + kPad], const acc_t(*b)[BN + kPad]) {
+    multiply_step<BM, BN>(a, b, tx, ty, acc);
+  });
 }
 
 // Loader of the plane GEMM. A (rows x J): each thread gathers one row (pixel) at kTileK*BM/256 reduction

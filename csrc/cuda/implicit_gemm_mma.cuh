@@ -88,8 +88,7 @@ __device__ __forceinline__ void mma_step(const uint32_t (*As)[kMmaRow], const ui
   }
 }
 
-// The main loop of both kernels (as gemm_main_loop): `fetch(step)` gathers a step into the loader's
-// registers, `commit(As, Bs)` stores it.
+// The main loop of both tensor-core kernels (pipelined_steps of implicit_gemm.cuh).
 template <int BM, int BN, bool kBF16, typename Loader>
 __device__ __forceinline__ void mma_main_loop(Loader& loader, int64_t steps,
                                               float (&acc)[MmaShape<BM, BN>::MT][4][4]) {
@@ -103,18 +102,9 @@ __device__ __forceinline__ void mma_main_loop(Loader& loader, int64_t steps,
       for (int i = 0; i < 4; ++i) acc[mt][nt][i] = 0.0f;
     }
   }
-  if (steps <= 0) return;
-  loader.fetch(0);
-  loader.commit(As[0], Bs[0]);
-  __syncthreads();
-  for (int64_t step = 0; step < steps; ++step) {
-    const int buffer = step & 1;
-    const bool more = step + 1 < steps;
-    if (more) loader.fetch(step + 1);
-    mma_step<BM, BN, kBF16>(As[buffer], Bs[buffer], acc);
-    if (more) loader.commit(As[buffer ^ 1], Bs[buffer ^ 1]);
-    __syncthreads();
-  }
+  pipelined_steps(loader, steps, As, Bs, [&](const uint32_t(*a)[kMmaRow], const uint32_t(*b)[kMmaRow]) {
+    mma_step<BM, BN, kBF16>(a, b, acc);
+  });
 }
 
 // Calls f(row, col, value) for each accumulator of this thread, row and column within the block's tile.

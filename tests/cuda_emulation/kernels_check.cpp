@@ -273,8 +273,16 @@ void check_tiles(const Problem& p, const Reference& ref, const std::vector<T>& x
   }
 }
 
+// Random inputs of a problem, exactly representable in T, and their float64 results.
 template <typename T>
-void check_problem(const Problem& p, std::mt19937& rng, double tolerance) {
+struct Case {
+  Reference ref;
+  std::vector<T> xt, wt, bt, gyt;
+  std::string name;
+};
+
+template <typename T>
+Case<T> random_case(const Problem& p, std::mt19937& rng, const char* dtype) {
   std::normal_distribution<double> normal;
   auto randn = [&](int64_t size) {
     std::vector<double> v(size);
@@ -283,12 +291,18 @@ void check_problem(const Problem& p, std::mt19937& rng, double tolerance) {
   };
   const auto x = randn(p.N * p.C * p.H * p.W), w = randn(p.K * p.C_per_group() * p.R * p.S), b = randn(p.K);
   const auto gy = randn(p.N * p.K * p.P * p.Q);
-  const auto ref = reference(p, x, w, b, gy);
-  const auto xt = cast<T>(x), wt = cast<T>(w), bt = cast<T>(b), gyt = cast<T>(gy);
   char name[256];
-  std::snprintf(name, sizeof name, "%s N%ld C%ld %ldx%ld K%ld %ldx%ld s%ld,%ld p%ld,%ld d%ld,%ld g%ld",
-                sizeof(T) == 8 ? "double" : "float", p.N, p.C, p.H, p.W, p.K, p.R, p.S, p.stride_h, p.stride_w,
-                p.pad_h, p.pad_w, p.dilation_h, p.dilation_w, p.groups);
+  std::snprintf(name, sizeof name, "%s N%ld C%ld %ldx%ld K%ld %ldx%ld s%ld,%ld p%ld,%ld d%ld,%ld g%ld", dtype,
+                p.N, p.C, p.H, p.W, p.K, p.R, p.S, p.stride_h, p.stride_w, p.pad_h, p.pad_w, p.dilation_h,
+                p.dilation_w, p.groups);
+  return {reference(p, x, w, b, gy), cast<T>(x), cast<T>(w), cast<T>(b), cast<T>(gy), name};
+}
+
+template <typename T>
+void check_problem(const Problem& p, std::mt19937& rng, double tolerance) {
+  const auto c = random_case<T>(p, rng, sizeof(T) == 8 ? "double" : "float");
+  const auto& [ref, xt, wt, bt, gyt, case_name] = c;
+  const char* name = case_name.c_str();
   check("forward 128x64", name, ref.y, run_forward<T>(plane_gemm_kernel<T, T, 128, 64>, 128, 64, p, xt, wt, bt), tolerance);
   check("forward 64x128", name, ref.y, run_forward<T>(plane_gemm_kernel<T, T, 64, 128>, 64, 128, p, xt, wt, bt), tolerance);
   check("input grad 64x64", name, ref.gx, run_input_grad<T>(plane_gemm_kernel<T, T, 64, 64>, 64, 64, p, gyt, wt), tolerance);
@@ -302,21 +316,10 @@ void check_problem(const Problem& p, std::mt19937& rng, double tolerance) {
 // `tolerance`), weight-gradient partials kept in float32.
 template <typename T>
 void check_problem_mma(const Problem& p, std::mt19937& rng, double tolerance) {
-  std::normal_distribution<double> normal;
-  auto randn = [&](int64_t size) {
-    std::vector<double> v(size);
-    for (auto& e : v) e = static_cast<double>(static_cast<T>(normal(rng)));
-    return v;
-  };
-  const auto x = randn(p.N * p.C * p.H * p.W), w = randn(p.K * p.C_per_group() * p.R * p.S), b = randn(p.K);
-  const auto gy = randn(p.N * p.K * p.P * p.Q);
-  const auto ref = reference(p, x, w, b, gy);
-  const auto xt = cast<T>(x), wt = cast<T>(w), bt = cast<T>(b), gyt = cast<T>(gy);
-  char name[256];
-  std::snprintf(name, sizeof name, "%s N%ld C%ld %ldx%ld K%ld %ldx%ld s%ld,%ld p%ld,%ld d%ld,%ld g%ld",
-                std::is_same_v<T, BFloat16> ? "bfloat16" : "float16", p.N, p.C, p.H, p.W, p.K, p.R, p.S,
-                p.stride_h, p.stride_w, p.pad_h, p.pad_w, p.dilation_h, p.dilation_w, p.groups);
   constexpr bool kBF16 = std::is_same_v<T, BFloat16>;
+  const auto c = random_case<T>(p, rng, kBF16 ? "bfloat16" : "float16");
+  const auto& [ref, xt, wt, bt, gyt, case_name] = c;
+  const char* name = case_name.c_str();
   check("mma forward 128x64", name, ref.y, run_forward<T>(plane_mma_kernel<T, 128, 64, kBF16>, 128, 64, p, xt, wt, bt), tolerance);
   check("mma forward 64x128", name, ref.y, run_forward<T>(plane_mma_kernel<T, 64, 128, kBF16>, 64, 128, p, xt, wt, bt), tolerance);
   check("mma input grad 64x64", name, ref.gx, run_input_grad<T>(plane_mma_kernel<T, 64, 64, kBF16>, 64, 64, p, gyt, wt), tolerance);
