@@ -1,6 +1,7 @@
 // torchcorr._C: the Python module that carries the ops; build_info() says how it was built.
 #include "cpu/algorithm.h"
 #include "cpu/cpu_kernels.h"
+#include "cpu/output_blocks.h"
 
 #include <torch/extension.h>
 
@@ -47,4 +48,10 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("_cpu_winograd_enabled", &torchcorr::cpu::winograd_enabled, "Whether 3x3 CPU layers may run as Winograd.");
   m.def("_set_cpu_winograd_enabled", &torchcorr::cpu::set_winograd_enabled,
         "Turn the CPU Winograd family on or off.");
+  m.def("_cpu_output_cache_enabled", &torchcorr::cpu::output_cache_enabled,
+        "Whether large CPU outputs come from cached blocks.");
+  m.def("_set_cpu_output_cache_enabled", &torchcorr::cpu::set_output_cache_enabled,
+        "Turn the cache of large CPU outputs on or off (off also frees its blocks).");
+  m.def("_cpu_output_cache_bytes", &torchcorr::cpu::output_cache_bytes, "Bytes of free blocks the cache holds.");
+  m.def("_cpu_empty_output_cache", &torchcorr::cpu::empty_output_cache, "Return the cache's free blocks.");
 }

@@ -166,6 +166,48 @@ def test_gemm_switches():
     assert (cpu.gemm, cpu.gemm_everywhere, cpu.winograd) == (True, False, True)
 
 
+def test_large_outputs_come_from_reused_blocks():
+    # Outputs from 32 MiB on come from cached blocks (csrc/cpu/output_blocks.h): a freed one is reused by the next
+    # output of its size, and the results stay F.conv2d's. 9 x 1024 x 1024 float32: 37.7 MB.
+    cpu = torchcorr.backends.cpu
+    generator = torch.Generator().manual_seed(11)
+    x = torch.randn(1, 2, 1024, 1024, generator=generator)
+    w = torch.randn(9, 2, 3, 3, generator=generator)
+    expected = torch.nn.functional.conv2d(x, w, padding=1)
+    cpu.empty_cache()
+    y = torchcorr.corr2d(x, w, padding=1)
+    torch.testing.assert_close(y, expected)
+    block = y.data_ptr()
+    del y
+    assert cpu.cached_bytes() >= 9 * 1024 * 1024 * 4
+    y = torchcorr.corr2d(x, w, padding=1)
+    assert y.data_ptr() == block
+    torch.testing.assert_close(y, expected)
+    # the input gradient's 37.7 MB output takes the same block once y is gone
+    gy = torch.randn(1, 1, 1024, 1024, generator=generator)
+    w1 = torch.randn(1, 9, 3, 3, generator=generator)
+    del y
+    gx = torch.ops.torchcorr.corr2d_input_grad(gy, w1, [1024, 1024], [1, 1], [1, 1], [1, 1], 1)
+    assert gx.data_ptr() == block
+    x9 = torch.zeros(1, 9, 1024, 1024, requires_grad=True)
+    torch.nn.functional.conv2d(x9, w1, padding=1).backward(gy)
+    torch.testing.assert_close(gx, x9.grad)
+    # a cached output is an ordinary tensor: it can be resized, its values kept
+    kept = gx[0, :, :4, :4].clone()
+    gx.resize_(2, 9, 1024, 1024)
+    torch.testing.assert_close(gx[0, :, :4, :4], kept)
+    del gx
+    cpu.empty_cache()
+    assert cpu.cached_bytes() == 0
+    try:
+        cpu.cache_large_outputs = False
+        y = torchcorr.corr2d(x, w, padding=1)
+        del y
+        assert cpu.cached_bytes() == 0
+    finally:
+        cpu.cache_large_outputs = True
+
+
 # The Winograd family (kernels/winograd.h): stride-1 3x3 layers of one group with at least 16 channels each
 # side, in float32 (csrc/cpu/algorithm.cpp, winograd_plan). The block driver (more tiles of 4x4 than twice the
 # output channels) with output tiles 4x4 (from 48 tiles on) or 2x2, and the strip driver (fewer tiles) with 4x4

@@ -4,6 +4,8 @@
     with torchcorr.backends.cpu.flags(gemm=False): ...
     with torchcorr.backends.cpu.flags(gemm_everywhere=True): ...   # the GEMM wherever it can run (tests)
     torchcorr.backends.cpu.winograd = False  # stride-1 3x3 layers through the direct kernels
+    torchcorr.backends.cpu.cache_large_outputs = False  # outputs above 32 MiB from torch's allocator
+    torchcorr.backends.cpu.empty_cache()     # return the cached free blocks of large outputs
 
 Which family runs for which problem is decided in one place, csrc/cpu/algorithm.h.
 """
@@ -52,6 +54,26 @@ class _CpuBackend:
     @winograd.setter
     def winograd(self, enabled: bool):
         _library()._set_cpu_winograd_enabled(bool(enabled))
+
+    @property
+    def cache_large_outputs(self) -> bool:
+        """Outputs of 32 MiB and more from a cache of mapped blocks, reused from call to call, instead of fresh
+        pages that the system faults in on every call (10 ms per 38.5 MB on the benchmark machines); at most
+        1 GiB of free blocks is kept (default True). False frees the cached blocks and allocates as torch does."""
+        return _native.library is not None and _native.library._cpu_output_cache_enabled()
+
+    @cache_large_outputs.setter
+    def cache_large_outputs(self, enabled: bool):
+        _library()._set_cpu_output_cache_enabled(bool(enabled))
+
+    def cached_bytes(self) -> int:
+        """Bytes of free blocks the cache of large outputs holds."""
+        return _native.library._cpu_output_cache_bytes() if _native.library is not None else 0
+
+    def empty_cache(self):
+        """Return the free blocks of the cache of large outputs to the system (as torch.cuda.empty_cache)."""
+        if _native.library is not None:
+            _native.library._cpu_empty_output_cache()
 
     @contextlib.contextmanager
     def flags(self, gemm: bool = True, gemm_everywhere: bool = False, winograd: bool = True):

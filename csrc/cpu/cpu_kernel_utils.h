@@ -3,6 +3,7 @@
 
 #include "../corr2d.h"
 #include "direct_corr.h"
+#include "output_blocks.h"
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
@@ -30,9 +31,9 @@ inline WeightLayout weight_layout(const at::Tensor& w) {
   return w.is_contiguous() ? WeightLayout::kcrs : WeightLayout::krsc;
 }
 
-// An uninitialised N x C x H x W activation in the given layout.
+// An uninitialised N x C x H x W activation in the given layout (large ones from cached blocks: output_blocks.h).
 inline at::Tensor empty_activation(at::IntArrayRef sizes, const at::TensorOptions& options, Layout layout) {
-  return at::empty(sizes, options.memory_format(memory_format(layout)));
+  return empty_output(sizes, options.dtype().toScalarType(), memory_format(layout));
 }
 
 // The kernel's result in the caller's dtype and layout.
