@@ -12,7 +12,8 @@
 //    chunk's sums with channel_sums: acc[tap j][k lanes] += gy_t[m][k lanes] * x[tap_j + m].
 //  - weight_grad_few_outputs (single channel, depthwise, LeNet, stems): units are dealt in order to a fixed
 //    number of partial sums, added in order at the end; pixel_sums computes
-//    acc[k][tap j] (vectors over pixels) += gy[k][m..] * x[tap_j + m..], summed across lanes at the end.
+//    acc[k][tap j] (vectors over pixels) += gy[k][m..] * x[tap_j + m..], summed across lanes at the end (of
+//    each unit, or of each slot where its vectors fit in cache).
 // Memory: x and gy are read once into staging (plus halo rows); gw is written once per chunk or partial.
 //
 #pragma once
@@ -50,13 +51,15 @@ void channel_sums(const T* x, const int64_t* taps, const T* gy_t, int64_t gy_str
     for (int v = 0; v < KV; ++v) S::store(out + (j * KV + v) * S::lanes, acc[j][v]);
 }
 
-// out[k][j] = sum_m gy[k][m] * x[taps[j] + m] for m < pixels (a multiple of the lanes), k < KB.
-template <typename T, int KB, int J>
+// out[k][j] = sum_m gy[k][m] * x[taps[j] + m] for m < pixels (a multiple of the lanes), k < KB; or, Lanes, the
+// KB x J vectors at out continue their sums (lane i of a vector: the pixels m = i modulo the lanes), to be summed
+// across the lanes by the caller once the last unit is in.
+template <typename T, int KB, int J, bool Lanes>
 void pixel_sums(const T* x, const int64_t* taps, const T* gy, int64_t gy_stride, int64_t pixels, T* out) {
   using S = Simd<T>;
   typename S::Vec acc[KB][J];
   for (int k = 0; k < KB; ++k)
-    for (int j = 0; j < J; ++j) acc[k][j] = S::zero();
+    for (int j = 0; j < J; ++j) acc[k][j] = Lanes ? S::load(out + (k * J + j) * S::lanes) : S::zero();
   for (int64_t m = 0; m < pixels; m += S::lanes) {
     typename S::Vec g[KB];
     for (int k = 0; k < KB; ++k) g[k] = S::load(gy + k * gy_stride + m);
@@ -66,7 +69,13 @@ void pixel_sums(const T* x, const int64_t* taps, const T* gy, int64_t gy_stride,
     }
   }
   for (int k = 0; k < KB; ++k)
-    for (int j = 0; j < J; ++j) out[k * J + j] = S::sum(acc[k][j]);
+    for (int j = 0; j < J; ++j) {
+      if constexpr (Lanes) {
+        S::store(out + (k * J + j) * S::lanes, acc[k][j]);
+      } else {
+        out[k * J + j] = S::sum(acc[k][j]);
+      }
+    }
 }
 
 // gy's rows [row0, row0 + rows) of `channels` channels (the first at gy, in d.layout) on the staged pixel grid,
@@ -163,23 +172,40 @@ void weight_grad_dense(const DirectProblem& d, const StagedLayout& layout, const
 
 // Few outputs (single channel, depthwise, LeNet, stems). Units are dealt in order to a fixed number of
 // partial sums (a function of the sizes); each unit stages x and gy for a group and adds its sums, KB
-// channels x J taps at a time; the partials are added in order at the end.
+// channels x J taps at a time; the partials are added in order at the end. Where a slot's sums fit in
+// kMaxLaneSumBytes as vectors, they stay vectors until the slot's last unit (one sum across the lanes per output
+// and slot, not per unit: LeNet's 10x10 planes spent more on those than on the multiply-adds).
+constexpr int64_t kMaxLaneSumBytes = 512 << 10;
+
 template <typename T, int KB>
 void weight_grad_few_outputs(const DirectProblem& d, const StagedLayout& layout, const Units& units,
                              const T* gy, const T* x, T* gw) {
   using S = Simd<T>;
   constexpr int J = std::min(12, kAccumulators / KB);
-  constexpr int64_t kMaxPartials = 8;
+  constexpr int64_t kMaxPartials = 8, tile_size = KB * J * S::lanes;
   const int64_t Cg = d.C_per_group(), Kg = d.K_per_group(), taps = layout.tap_offsets.size();
   const int64_t outputs = d.K * taps, padded_K = div_up(Kg, KB) * KB;
   const int64_t pixels = div_up(layout.rows * layout.width, S::lanes) * S::lanes;
   const int64_t slots = std::min(units.count, kMaxPartials);
+  const int64_t k_tiles = div_up(Kg, KB), t_tiles = div_up(taps, J);
+  const int64_t lane_sums_size = d.groups * k_tiles * t_tiles * tile_size;
+  const bool in_lanes = lane_sums_size * static_cast<int64_t>(sizeof(T)) <= kMaxLaneSumBytes;
   std::vector<T> partials(slots == 1 ? 0 : slots * outputs, T(0));
 
   at::parallel_for(0, slots, 1, [&](int64_t begin, int64_t end) {
     std::vector<T> staged(layout.size, T(0)), grad(padded_K * pixels, T(0));
+    std::vector<T> lane_sums(in_lanes ? lane_sums_size : 0);
     for (int64_t slot = begin; slot < end; ++slot) {
       T* partial = slots == 1 ? gw : partials.data() + slot * outputs;
+      std::fill(lane_sums.begin(), lane_sums.end(), T(0));
+      // Adds out (KB x J sums of tile (g, k0, t0), as vectors or not) to the slot's partial sums.
+      const auto add_tile = [&](int64_t g, int64_t k0, int64_t t0, const T* out, int64_t stride) {
+        for (int64_t k = 0; k < std::min<int64_t>(KB, Kg - k0); ++k)
+          for (int64_t j = 0; j < std::min<int64_t>(J, taps - t0); ++j) {
+            const T* sum = out + (k * J + j) * stride;
+            partial[(g * Kg + k0 + k) * taps + t0 + j] += stride == 1 ? *sum : S::sum(S::load(sum));
+          }
+      };
       for (int64_t u = slot * units.count / slots; u < (slot + 1) * units.count / slots; ++u) {
         const int64_t n = units.image(u), row0 = units.row0(u);
         for (int64_t g = 0; g < d.groups; ++g) {
@@ -190,15 +216,23 @@ void weight_grad_few_outputs(const DirectProblem& d, const StagedLayout& layout,
             for (int64_t t0 = 0; t0 < taps; t0 += J) {
               int64_t tile[J];
               tap_tile<J>(layout, t0, tile);
+              if (in_lanes) {
+                T* sums = lane_sums.data() + ((g * k_tiles + k0 / KB) * t_tiles + t0 / J) * tile_size;
+                pixel_sums<T, KB, J, true>(staged.data(), tile, grad.data() + k0 * pixels, pixels, pixels, sums);
+                continue;
+              }
               T out[KB * J];
-              pixel_sums<T, KB, J>(staged.data(), tile, grad.data() + k0 * pixels, pixels, pixels, out);
-              for (int64_t k = 0; k < std::min<int64_t>(KB, Kg - k0); ++k)
-                for (int64_t j = 0; j < std::min<int64_t>(J, taps - t0); ++j)
-                  partial[(g * Kg + k0 + k) * taps + t0 + j] += out[k * J + j];
+              pixel_sums<T, KB, J, false>(staged.data(), tile, grad.data() + k0 * pixels, pixels, pixels, out);
+              add_tile(g, k0, t0, out, 1);
             }
           }
         }
       }
+      if (!in_lanes) continue;
+      for (int64_t g = 0; g < d.groups; ++g)
+        for (int64_t k0 = 0; k0 < Kg; k0 += KB)
+          for (int64_t t0 = 0; t0 < taps; t0 += J)
+            add_tile(g, k0, t0, lane_sums.data() + ((g * k_tiles + k0 / KB) * t_tiles + t0 / J) * tile_size, S::lanes);
     }
   });
   if (slots == 1) return;
