@@ -1,4 +1,5 @@
-// torchcorr._C: the Python module that carries the ops; build_info() says how it was built.
+// torchcorr._C: the Python module that carries the ops; build_info() says how it was built, _check_forward runs
+// the forward op's argument checks for the Python layer, and the _cpu_* functions are torchcorr.backends.cpu.
 #include "cpu/algorithm.h"
 #include "cpu/cpu_kernels.h"
 #include "cpu/output_blocks.h"
@@ -37,9 +38,27 @@ pybind11::dict build_info() {
   return info;
 }
 
+// The forward op's argument checks under the name of the public function that was called (torchcorr/_args.py):
+// its errors as the Python exceptions the op raises (ValueError, TypeError, RuntimeError), without C++ frames.
+void check_forward_arguments(const std::string& op, const at::Tensor& input, const at::Tensor& weight,
+                             const std::optional<at::Tensor>& bias, const std::vector<int64_t>& stride,
+                             const std::vector<int64_t>& padding, const std::vector<int64_t>& dilation,
+                             int64_t groups) {
+  try {
+    torchcorr::check_forward(op.c_str(), input, weight, bias, stride, padding, dilation, groups);
+  } catch (const c10::ValueError& error) {
+    throw pybind11::value_error(error.what_without_backtrace());
+  } catch (const c10::TypeError& error) {
+    throw pybind11::type_error(error.what_without_backtrace());
+  } catch (const c10::Error& error) {
+    throw std::runtime_error(error.what_without_backtrace());
+  }
+}
+
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("_check_forward", &check_forward_arguments, "The forward op's argument checks, under a given name.");
   m.def("build_info", &build_info, "How this torchcorr native library was built.");
   m.def("_cpu_gemm_enabled", &torchcorr::cpu::gemm_enabled, "Whether 1x1 CPU layers run as matrix products.");
   m.def("_set_cpu_gemm_enabled", &torchcorr::cpu::set_gemm_enabled, "Turn the CPU gemm family on or off.");

@@ -33,15 +33,18 @@ void check_pair(const char* op, const char* name, at::IntArrayRef value, int64_t
                     minimum == 0 ? "non-negative" : "positive", ", got ", value);
 }
 
+// A dtype as Python prints it: torch.float32.
+std::string dtype_name(at::ScalarType dtype) { return "torch." + std::string(c10::getDtypeNames(dtype).first); }
+
 void check_tensor(const char* op, const char* name, const at::Tensor& t, int64_t dim,
                   const at::Tensor& like) {
   TORCH_CHECK_VALUE(t.dim() == dim, op, ": ", name, " must be ", dim, "-D, got a ", t.dim(),
                     "-D tensor of shape ", t.sizes());
   TORCH_CHECK_TYPE(at::isFloatingType(t.scalar_type()), op, ": ", name,
                    " must be a floating-point tensor (float32, float64, float16 or bfloat16), got ",
-                   t.scalar_type());
+                   dtype_name(t.scalar_type()));
   TORCH_CHECK_TYPE(t.scalar_type() == like.scalar_type(), op, ": ", name, " has dtype ",
-                   t.scalar_type(), " but the other operand has ", like.scalar_type());
+                   dtype_name(t.scalar_type()), " but the other operand has ", dtype_name(like.scalar_type()));
   TORCH_CHECK(t.device() == like.device(), op, ": ", name, " is on ", t.device(),
               " but the other operand is on ", like.device());
 }
@@ -110,9 +113,9 @@ Corr2dProblem check_forward(const char* op, const at::Tensor& input, const at::T
   check_tensor(op, "weight", weight, 4, input);
   auto p = make_problem(op, input.sizes(), weight.sizes(), stride, padding, dilation, groups);
   if (bias.has_value()) {
+    TORCH_CHECK_VALUE(bias->dim() == 1 && bias->size(0) == p.K, op, ": bias must have shape (", p.K,
+                      ",), one value per output channel, got ", bias->sizes());
     check_tensor(op, "bias", *bias, 1, input);
-    TORCH_CHECK_VALUE(bias->size(0) == p.K, op, ": bias must have one value per output channel (", p.K,
-                      "), got shape ", bias->sizes());
   }
   return p;
 }

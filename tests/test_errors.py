@@ -107,3 +107,18 @@ def test_inputs_are_never_modified():
     y.backward(torch.randn_like(y))
     for t, original in zip((x, w, b), saved):
         assert torch.equal(t.detach(), original)
+
+
+def test_tensor_problems_are_judged_by_the_ops_own_checks():
+    # The public functions judge only Python values and forms themselves; what is wrong with the tensors is found
+    # by the forward op's C++ checks, run under the public function's name: the same words from every entry point.
+    w = torch.randn(6, 3, 3, 3)
+    with pytest.raises(ValueError) as raised:
+        ops.corr2d_forward(x4, w, None, [1, 1], [0, 0], [1, 1], 1)
+    op_message = str(raised.value)
+    assert op_message.startswith("torchcorr.corr2d_forward: ")
+    for fn, name in ((torchcorr.corr2d, "torchcorr.corr2d"), (reference.corr2d, "torchcorr.reference.corr2d")):
+        for input in (x4, x4[0]):  # the op's refusal, named again, and the 3-D form
+            with pytest.raises(ValueError) as raised:
+                fn(input, w)
+            assert str(raised.value) == op_message.replace("torchcorr.corr2d_forward", name)

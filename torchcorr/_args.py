@@ -1,9 +1,12 @@
-"""Argument normalisation and checking shared by the native path and the reference.
+"""Argument normalisation shared by the native path and the reference.
 
 Both accept what F.conv2d accepts (4-D NCHW or 3-D unbatched input, int or pair stride/padding/dilation,
 padding='same'/'valid', groups, bias) plus the D2L form, a 2-D image with a 2-D kernel. `parse` turns
-all of that into one 4-D problem (in the autocast dtype inside torch.autocast, as F.conv2d does),
-raising a clear ValueError/TypeError/RuntimeError on bad input.
+all of that into one 4-D problem (in the autocast dtype inside torch.autocast, as F.conv2d does). What only
+Python can judge is judged here (Python values that are not ints or tensors, the 2-D and 3-D forms, padding
+strings); everything about the tensors themselves (dtypes, devices, channels, groups, sizes, bias) is checked
+once, by the forward op's own checks in C++ (csrc/corr2d.cpp), under the public function's name. Without the
+native library the reference runs on what torch's own operators accept.
 """
 
 import operator
@@ -12,6 +15,8 @@ from typing import NamedTuple, Optional
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from . import _native
 
 
 class Corr2dArgs(NamedTuple):
@@ -58,34 +63,22 @@ def _as_int(value):
         return None
 
 
-def _pair(op, name, value, minimum):
-    """An int, or a sequence of one or two ints, as F.conv2d takes them -> a pair of ints."""
-    if type(value) is int and value >= minimum:  # the common case, kept cheap for small problems
+def _pair(op, name, value):
+    """An int, or a sequence of one or two ints, as F.conv2d takes them -> a pair of ints (their signs are the
+    op's to check)."""
+    if type(value) is int:  # the common case, kept cheap for small problems
         return value, value
     pair = [value] if _as_int(value) is not None else value
     if isinstance(pair, (tuple, list, torch.Size)) and len(pair) in (1, 2):
         pair = [_as_int(v) for v in pair] * (3 - len(pair))
     if not isinstance(pair, list) or any(v is None for v in pair):
         raise TypeError(f"{op}: {name} must be an int or a pair of ints, got {value!r}")
-    if pair[0] < minimum or pair[1] < minimum:
-        kind = "non-negative" if minimum == 0 else "positive"
-        raise ValueError(f"{op}: {name} must be {kind}, got {value!r}")
     return tuple(pair)
 
 
-def _check_floating(op, name, tensor):
-    if not isinstance(tensor, Tensor):
-        raise TypeError(f"{op}: {name} must be a Tensor, got {type(tensor).__name__}")
-    if not tensor.is_floating_point():
-        raise TypeError(f"{op}: {name} must be a floating-point tensor (float32, float64, float16 or "
-                        f"bfloat16), got {tensor.dtype}")
-
-
-def _check_like(op, name, tensor, input):
-    if tensor.dtype != input.dtype:
-        raise TypeError(f"{op}: {name} has dtype {tensor.dtype} but input has {input.dtype}")
-    if tensor.device != input.device:
-        raise RuntimeError(f"{op}: {name} is on {tensor.device} but input is on {input.device}")
+def _check_is_tensor(op, name, value):
+    if not isinstance(value, Tensor):
+        raise TypeError(f"{op}: {name} must be a Tensor, got {type(value).__name__}")
 
 
 def _autocast_device_types():
@@ -110,7 +103,11 @@ def _autocast(input, weight, bias):
     if not (device_type in AUTOCAST_DEVICE_TYPES and torch.is_autocast_enabled(device_type)):
         return input, weight, bias
     dtype = torch.get_autocast_dtype(device_type)
-    return input.to(dtype), weight.to(dtype), None if bias is None else bias.to(dtype)
+
+    def cast(t):  # floating-point tensors only, as autocast casts them; the op refuses the others
+        return t.to(dtype) if t is not None and t.is_floating_point() else t
+
+    return cast(input), cast(weight), cast(bias)
 
 
 def _batch(op, input, weight, bias):
@@ -140,65 +137,34 @@ def _same_padding(op, input, weight, stride, dilation):
     totals = [dilation[i] * (weight.shape[2 + i] - 1) for i in range(2)]
     padding = (totals[0] // 2, totals[1] // 2)
     extra_h, extra_w = totals[0] - 2 * padding[0], totals[1] - 2 * padding[1]
-    if extra_h or extra_w:
-        input = F.pad(input, (0, extra_w, 0, extra_h))
+    if extra_h > 0 or extra_w > 0:
+        input = F.pad(input, (0, max(extra_w, 0), 0, max(extra_h, 0)))
     return input, padding
 
 
 def parse(op, input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1) -> Corr2dArgs:
-    _check_floating(op, "input", input)
-    _check_floating(op, "weight", weight)
+    _check_is_tensor(op, "input", input)
+    _check_is_tensor(op, "weight", weight)
     if bias is not None:
-        _check_floating(op, "bias", bias)
+        _check_is_tensor(op, "bias", bias)
     input, weight, bias = _autocast(input, weight, bias)
-    _check_like(op, "weight", weight, input)
-    if bias is not None:
-        _check_like(op, "bias", bias, input)
     input, weight, rank = _batch(op, input, weight, bias)
-    stride = _pair(op, "stride", stride, 1)
-    dilation = _pair(op, "dilation", dilation, 1)
+    stride = _pair(op, "stride", stride)
+    dilation = _pair(op, "dilation", dilation)
     if type(groups) is not int:
         groups_int = _as_int(groups)
         if groups_int is None:
             raise TypeError(f"{op}: groups must be an int, got {groups!r}")
         groups = groups_int
-    if groups < 1:
-        raise ValueError(f"{op}: groups must be positive, got {groups}")
-
-    in_shape, kernel_shape = input.shape, weight.shape  # read once: each read builds a Size
-    channels, out_channels = in_shape[1], kernel_shape[0]
-    if channels % groups != 0:
-        raise ValueError(f"{op}: input channels ({channels}) must be divisible by groups ({groups})")
-    if out_channels % groups != 0:
-        raise ValueError(f"{op}: output channels ({out_channels}) must be divisible by groups ({groups})")
-    if kernel_shape[1] * groups != channels:
-        raise ValueError(f"{op}: weight of shape {tuple(kernel_shape)} expects {kernel_shape[1] * groups} "
-                         f"input channels ({kernel_shape[1]} per group x {groups} groups), but the input "
-                         f"has {channels}")
-    if kernel_shape[2] < 1 or kernel_shape[3] < 1:
-        raise ValueError(f"{op}: kernel must be at least 1x1, got weight of shape {tuple(kernel_shape)}")
-    if bias is not None and bias.shape != (out_channels,):
-        raise ValueError(f"{op}: bias must have shape ({out_channels},), one value per output channel, "
-                         f"got {tuple(bias.shape)}")
-
     if isinstance(padding, str):
         if padding == "valid":
             padding = (0, 0)
         elif padding == "same":
             input, padding = _same_padding(op, input, weight, stride, dilation)
-            in_shape = input.shape
         else:
             raise ValueError(f"{op}: padding must be 'same', 'valid', an int or a pair of ints, got "
                              f"{padding!r}")
     else:
-        padding = _pair(op, "padding", padding, 0)
-
-    for i, side in enumerate(("height", "width")):
-        span = dilation[i] * (kernel_shape[2 + i] - 1) + 1
-        padded = in_shape[2 + i] + 2 * padding[i]
-        if padded >= 2**63:
-            raise ValueError(f"{op}: the padded input {side} ({padded}) does not fit in 64 bits")
-        if span > padded:
-            raise ValueError(f"{op}: kernel {side} {kernel_shape[2 + i]} (spanning {span} with dilation "
-                             f"{dilation[i]}) is larger than the padded input {side} {padded}")
+        padding = _pair(op, "padding", padding)
+    _native.check_forward(op, input, weight, bias, stride, padding, dilation, groups)
     return Corr2dArgs(input, weight, bias, stride, padding, dilation, groups, rank)

@@ -49,6 +49,14 @@ CPU_IS_NATIVE, CUDA_IS_NATIVE = "cpu" in NATIVE_DEVICE_TYPES, "cuda" in NATIVE_D
 forward_op = torch.ops.torchcorr.corr2d_forward.default if library is not None else None  # looked up once
 
 
+def check_forward(op, input, weight, bias, stride, padding, dilation, groups):
+    """The forward op's argument checks (csrc/corr2d.cpp), raising as the op would but under `op`, the name of the
+    public function called. Not while torch.compile traces (the op checks its arguments when the graph runs), and
+    not without the native library."""
+    if library is not None and not torch.compiler.is_compiling():
+        library._check_forward(op, input, weight, bias, list(stride), list(padding), list(dilation), groups)
+
+
 def native_available(device="cpu") -> bool:
     """True when torchcorr's own kernels run on tensors of this device ("cpu", "cuda", ...)."""
     return torch.device(device).type in NATIVE_DEVICE_TYPES

@@ -2,8 +2,9 @@
 
 A plain call (4-D tensors on a native device, int or pair arguments) goes straight to the native op, which
 checks it: Python's argument handling was most of a small layer's call. Every other call, and every call the
-op refuses, has its arguments normalised and checked once (torchcorr._args.parse), then goes to the native op
-for the tensor's device, or to the pure-PyTorch reference where there is none.
+op refuses, has its arguments normalised (torchcorr._args.parse) and checked by the op's own checks under this
+function's name, then goes to the native op for the tensor's device, or to the pure-PyTorch reference where
+there is none.
 """
 
 import warnings
