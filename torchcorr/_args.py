@@ -3,10 +3,11 @@
 Both accept what F.conv2d accepts (4-D NCHW or 3-D unbatched input, int or pair stride/padding/dilation,
 padding='same'/'valid', groups, bias) plus the D2L form, a 2-D image with a 2-D kernel. `parse` turns
 all of that into one 4-D problem (in the autocast dtype inside torch.autocast, as F.conv2d does). What only
-Python can judge is judged here (Python values that are not ints or tensors, the 2-D and 3-D forms, padding
-strings); everything about the tensors themselves (dtypes, devices, channels, groups, sizes, bias) is checked
-once, by the forward op's own checks in C++ (csrc/corr2d.cpp), under the public function's name. Without the
-native library the reference runs on what torch's own operators accept.
+Python can judge is judged here (Python values that are not tensors or ints, or out of range, the 2-D and 3-D
+forms, padding strings); everything about the tensors themselves (dtypes, devices, channels, groups, sizes,
+bias) is checked once, by the forward op's own checks in C++ (csrc/corr2d.cpp), under the public function's
+name. Without the native library the reference computes with what torch's own operators accept: a tensor that
+does not fit raises their errors.
 """
 
 import operator
@@ -63,16 +64,20 @@ def _as_int(value):
         return None
 
 
-def _pair(op, name, value):
-    """An int, or a sequence of one or two ints, as F.conv2d takes them -> a pair of ints (their signs are the
-    op's to check)."""
-    if type(value) is int:  # the common case, kept cheap for small problems
+def _pair(op, name, value, minimum):
+    """An int, or a sequence of one or two ints, as F.conv2d takes them -> a pair of ints, at least `minimum` (the
+    reference, which runs without the native library too, must never compute with a negative padding or a zero
+    dilation)."""
+    if type(value) is int and value >= minimum:  # the common case, kept cheap for small problems
         return value, value
     pair = [value] if _as_int(value) is not None else value
     if isinstance(pair, (tuple, list, torch.Size)) and len(pair) in (1, 2):
         pair = [_as_int(v) for v in pair] * (3 - len(pair))
     if not isinstance(pair, list) or any(v is None for v in pair):
         raise TypeError(f"{op}: {name} must be an int or a pair of ints, got {value!r}")
+    if pair[0] < minimum or pair[1] < minimum:
+        kind = "non-negative" if minimum == 0 else "positive"
+        raise ValueError(f"{op}: {name} must be {kind}, got {value!r}")
     return tuple(pair)
 
 
@@ -149,13 +154,15 @@ def parse(op, input, weight, bias=None, stride=1, padding=0, dilation=1, groups=
         _check_is_tensor(op, "bias", bias)
     input, weight, bias = _autocast(input, weight, bias)
     input, weight, rank = _batch(op, input, weight, bias)
-    stride = _pair(op, "stride", stride)
-    dilation = _pair(op, "dilation", dilation)
+    stride = _pair(op, "stride", stride, 1)
+    dilation = _pair(op, "dilation", dilation, 1)
     if type(groups) is not int:
         groups_int = _as_int(groups)
         if groups_int is None:
             raise TypeError(f"{op}: groups must be an int, got {groups!r}")
         groups = groups_int
+    if groups < 1:
+        raise ValueError(f"{op}: groups must be positive, got {groups}")
     if isinstance(padding, str):
         if padding == "valid":
             padding = (0, 0)
@@ -165,6 +172,6 @@ def parse(op, input, weight, bias=None, stride=1, padding=0, dilation=1, groups=
             raise ValueError(f"{op}: padding must be 'same', 'valid', an int or a pair of ints, got "
                              f"{padding!r}")
     else:
-        padding = _pair(op, "padding", padding)
+        padding = _pair(op, "padding", padding, 0)
     _native.check_forward(op, input, weight, bias, stride, padding, dilation, groups)
     return Corr2dArgs(input, weight, bias, stride, padding, dilation, groups, rank)
