@@ -142,8 +142,8 @@ def _same_padding(op, input, weight, stride, dilation):
     totals = [dilation[i] * (weight.shape[2 + i] - 1) for i in range(2)]
     padding = (totals[0] // 2, totals[1] // 2)
     extra_h, extra_w = totals[0] - 2 * padding[0], totals[1] - 2 * padding[1]
-    if extra_h > 0 or extra_w > 0:
-        input = F.pad(input, (0, max(extra_w, 0), 0, max(extra_h, 0)))
+    if extra_h or extra_w:
+        input = F.pad(input, (0, extra_w, 0, extra_h))
     return input, padding
 
 

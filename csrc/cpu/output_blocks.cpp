@@ -107,7 +107,8 @@ void return_block(void* context) {
 class OutputAllocator final : public c10::Allocator {
  public:
   c10::DataPtr allocate(std::size_t n) override {
-    if (n < kLargeOutputBytes || !cache_switch.load(std::memory_order_relaxed)) return c10::GetCPUAllocator()->allocate(n);
+    if (n < kLargeOutputBytes || !cache_switch.load(std::memory_order_relaxed))
+      return c10::GetCPUAllocator()->allocate(n);
     auto* block = new Block(block_cache().take((n + kHugePage - 1) / kHugePage * kHugePage));
     return {block->data, block, &return_block, c10::Device(c10::DeviceType::CPU)};
   }
